@@ -1,0 +1,130 @@
+"""Settings of every process, read once from `WALLET_*` environment variables.
+
+Every limit of the service is a named field here with its unit last and a one-line reason.
+`Settings.from_env()` is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A `WALLET_*` variable has a value that cannot be used.
+
+    Operator action: fix the variable named in the message and restart.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # --- where things run (local defaults match ops/local and docker-compose.yml) ---
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    # Empty: the registry is not started locally (an external one is used through registry_url).
+    registry_local: bool = True
+    mysql_dsn: str = "mysql+aiomysql://wallet:wallet@127.0.0.1:3306/wallet"
+    # Reads of history and balance-at-a-time go here when set; else to mysql_dsn.
+    mysql_replica_dsn: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    # Port of the worker's Prometheus endpoint (and its table-read web view).
+    worker_web_port: int = 6066
+    # `key=scope+scope,key2=scope`; empty means `make run` generates a development key.
+    api_keys: str = ""
+    state_dir: Path = field(default_factory=lambda: REPO_ROOT / ".state")
+
+    # --- topics ---
+    app_id: str = "wallet"
+    commands_topic: str = "wallet.commands"
+    transfer_legs_topic: str = "wallet.transfer-legs"
+    events_topic: str = "wallet.events"
+    dlq_topic: str = "wallet.commands.dlq"
+    # One partition count for every co-partitioned topic; checked at start-up.
+    partitions: int = 4
+
+    # --- ledger limits ---
+    # Per-command maximum in major units of the currency (1,000,000.00 EUR).
+    amount_max_major: int = 1_000_000
+    # Open holds per wallet; bounds the size of a wallet's state record.
+    holds_open_max: int = 100
+    # How long a command id is remembered; a repeat inside it returns the first outcome.
+    command_retention_s: int = 7 * 24 * 3600
+
+    # --- processor ---
+    # Most commands taken from Kafka into one decide/write batch.
+    processor_batch_size_max: int = 2000
+    # Longest wait for a batch to fill before it is processed anyway.
+    processor_batch_wait_ms: int = 20
+    # Faust commit interval: under exactly_once one transaction per partition per interval.
+    processor_commit_interval_s: float = 0.5
+
+    # --- sinks ---
+    sink_batch_size_max: int = 5000
+    sink_batch_wait_ms: int = 50
+    # Upper bound of the retry backoff while a store is down.
+    sink_retry_backoff_max_s: float = 5.0
+
+    # --- HTTP ---
+    command_wait_ms_default: int = 5000
+    command_wait_ms_max: int = 30_000
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Build settings from `WALLET_<FIELD>` variables (upper case), defaults elsewhere."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"WALLET_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        return cls(**values)
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+
+    @property
+    def registry_port(self) -> int:
+        rest = self.registry_url.split("://", 1)[1]
+        return int(rest.split("/", 1)[0].rsplit(":", 1)[1])
+
+    @property
+    def mysql_port(self) -> int:
+        return _dsn_port(self.mysql_dsn, 3306)
+
+    @property
+    def redis_port(self) -> int:
+        return _dsn_port(self.redis_url, 6379)
+
+
+def _dsn_port(dsn: str, default: int) -> int:
+    hostpart = dsn.split("@", 1)[-1].split("//", 1)[-1].split("/", 1)[0]
+    return int(hostpart.rsplit(":", 1)[1]) if ":" in hostpart else default
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise SettingsError(f"WALLET_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

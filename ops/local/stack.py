@@ -1,0 +1,421 @@
+"""The local real stack: Kafka (KRaft), Apicurio schema registry, MariaDB and Redis as our own processes.
+
+`wallet stack up|down|status`. Every service runs from the repository's git-ignored folders:
+jars in `.cache/`, data, logs and pid files in `.state/`. `up` is idempotent (a service that already
+answers is reused and not owned by us), `down` stops only what a pid file says we started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from app.settings import REPO_ROOT, Settings
+
+CACHE_DIR = REPO_ROOT / ".cache"
+KAFKA_LIB_DIR = CACHE_DIR / "kafka" / "lib"
+APICURIO_DIR = CACHE_DIR / "apicurio"
+APICURIO_ARTIFACT = "io.apicurio:apicurio-registry-app:3.3.3:tar.gz:all"
+MAVEN_POM = REPO_ROOT / "ops" / "local" / "maven" / "pom.xml"
+
+# Readiness budgets: the registry is a Quarkus app that starts in 10-40 s on 2 busy cores.
+KAFKA_READY_TIMEOUT_S = 90.0
+REGISTRY_READY_TIMEOUT_S = 180.0
+MARIADB_READY_TIMEOUT_S = 60.0
+REDIS_READY_TIMEOUT_S = 20.0
+STOP_GRACE_S = 20.0
+# Heaps are bounded: the machine has 2 cores and everything shares them.
+KAFKA_HEAP = "-Xmx768m"
+REGISTRY_HEAP = "-Xmx384m"
+APT_PACKAGES = {"mariadbd": "mariadb-server", "redis-server": "redis-server"}
+
+
+class StackError(RuntimeError):
+    """A local service could not be installed or started.
+
+    Operator action: read the log file named in the message (under `.state/logs/`).
+    """
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int
+    ready: Callable[[], bool]
+    start: Callable[[], subprocess.Popen]
+    timeout_s: float
+
+
+def _state(settings: Settings, *parts: str) -> Path:
+    path = settings.state_dir.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    log = open(_state(settings, "logs", f"{name}.log"), "ab")
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C in the terminal must not kill services mid-write
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+    )
+    _state(settings, "pids", f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+# ---------------------------------------------------------------- installs
+
+
+def ensure_packages() -> None:
+    """Install MariaDB and Redis from Debian when their binaries are missing."""
+    missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None
+               and not Path("/usr/sbin", binary).exists()]
+    if not missing:
+        return
+    print(f"stack: installing {' '.join(missing)} with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def ensure_jars() -> None:
+    """Fetch the Kafka broker and Apicurio registry from Maven Central into `.cache/` once."""
+    if not any(KAFKA_LIB_DIR.glob("kafka_2.13-*.jar")):
+        print("stack: fetching Kafka jars from Maven Central", flush=True)
+        subprocess.run(["mvn", "-q", "-B", "-f", str(MAVEN_POM), "dependency:copy-dependencies",
+                        f"-DoutputDirectory={KAFKA_LIB_DIR}"], check=True)
+    if not (APICURIO_DIR / "app" / "quarkus-run.jar").exists():
+        print("stack: fetching Apicurio Registry from Maven Central", flush=True)
+        APICURIO_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={APICURIO_ARTIFACT}",
+                        f"-DoutputDirectory={APICURIO_DIR}"], check=True)
+        archive = next(APICURIO_DIR.glob("apicurio-registry-app-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(APICURIO_DIR / "app", filter="data")
+        archive.unlink()
+
+
+# ---------------------------------------------------------------- kafka
+
+
+def _kafka_properties(settings: Settings) -> Path:
+    data_dir = _state(settings, "kafka", "data")
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{settings.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{settings.kafka_port},"
+                     f"CONTROLLER://127.0.0.1:{settings.kafka_controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{settings.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": str(settings.partitions),
+        # One node: every internal topic has one replica, or transactions find no coordinator.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.num.partitions": "4",
+        "group.initial.rebalance.delay.ms": "0",
+        # Topics are created by `wallet init` with the checked partition count, never implicitly.
+        "auto.create.topics.enable": "false",
+        "log.retention.hours": "-1",
+        "log.segment.bytes": str(256 * 1024 * 1024),
+    }
+    path = _state(settings, "kafka", "server.properties")
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return path
+
+
+def _java_kafka(*args: str) -> list[str]:
+    return ["java", KAFKA_HEAP, "-cp", f"{KAFKA_LIB_DIR}/*", *args]
+
+
+def _start_kafka(settings: Settings) -> subprocess.Popen:
+    props = _kafka_properties(settings)
+    meta = settings.state_dir / "kafka" / "data" / "meta.properties"
+    if not meta.exists():
+        cluster_id = subprocess.run(_java_kafka("kafka.tools.StorageTool", "random-uuid"),
+                                    check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run(_java_kafka("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                                   "--ignore-formatted"),
+                       check=True, capture_output=True, text=True)
+    return _spawn(settings, "kafka", _java_kafka("kafka.Kafka", str(props)))
+
+
+def _kafka_ready(settings: Settings) -> bool:
+    if not _port_open(settings.kafka_port):
+        return False
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 2000})
+        metadata = admin.list_topics(timeout=3)
+        return bool(metadata.brokers)
+    except Exception:  # any client error means "not ready yet"; the caller has a deadline
+        return False
+
+
+# ---------------------------------------------------------------- registry
+
+
+def _java_at_least(major: int) -> str:
+    """A `java` binary of at least this major version (Apicurio 3.x is built for Java 21)."""
+    candidates = [Path(os.environ["WALLET_REGISTRY_JAVA_HOME"]) / "bin" / "java"] \
+        if os.environ.get("WALLET_REGISTRY_JAVA_HOME") else []
+    candidates += sorted(Path("/usr/lib/jvm").glob("*/bin/java"), reverse=True)
+    for java in candidates:
+        try:
+            out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=20).stderr
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        version = out.split('"')[1] if '"' in out else "0"
+        if int(version.split(".")[0]) >= major:
+            return str(java)
+    raise StackError(f"the schema registry needs Java >= {major}; none found under /usr/lib/jvm "
+                     "(set WALLET_REGISTRY_JAVA_HOME, or WALLET_REGISTRY_LOCAL=0 with an external "
+                     "WALLET_REGISTRY_URL)")
+
+
+def _start_registry(settings: Settings) -> subprocess.Popen:
+    env = {
+        # Schemas live on the broker (topic kafkasql-journal): ids survive a registry restart,
+        # which matters because every message on Kafka carries its schema id.
+        "APICURIO_STORAGE_KIND": "kafkasql",
+        "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "QUARKUS_HTTP_HOST": "127.0.0.1",
+        "QUARKUS_HTTP_PORT": str(settings.registry_port),
+        "APICURIO_CCOMPAT_LEGACY_ID_MODE_ENABLED": "true",
+    }
+    jar = APICURIO_DIR / "app" / "quarkus-run.jar"
+    return _spawn(settings, "registry", [_java_at_least(21), REGISTRY_HEAP, "-jar", str(jar)], env)
+
+
+def _registry_ready(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"{settings.registry_url}/subjects", timeout=2) as resp:
+            json.load(resp)
+            return resp.status == 200
+    except Exception:  # connection refused / 5xx while starting
+        return False
+
+
+# ---------------------------------------------------------------- mariadb
+
+
+def _mariadb_bin(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def _start_mariadb(settings: Settings) -> subprocess.Popen:
+    datadir = _state(settings, "mariadb", "data")
+    if not (datadir / "mysql").exists():
+        subprocess.run([_mariadb_bin("mariadb-install-db"), f"--datadir={datadir}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True)
+    return _spawn(settings, "mariadb", [
+        _mariadb_bin("mariadbd"), "--no-defaults", f"--datadir={datadir}", "--user=root",
+        f"--port={settings.mysql_port}", "--bind-address=127.0.0.1",
+        f"--socket={settings.state_dir / 'mariadb' / 'mariadb.sock'}",
+        f"--pid-file={settings.state_dir / 'mariadb' / 'mariadbd.pid'}",
+        "--server-id=1", f"--log-bin={datadir / 'binlog'}", "--binlog-format=ROW",
+        "--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=1",
+        "--max-connections=300", "--skip-name-resolve",
+    ])
+
+
+def _mariadb_ready(settings: Settings) -> bool:
+    return _port_open(settings.mysql_port) and _mysql_root(settings, "SELECT 1") is not None
+
+
+def _mysql_root(settings: Settings, sql: str) -> str | None:
+    sock = settings.state_dir / "mariadb" / "mariadb.sock"
+    args = ["mariadb", "-uroot", "-N", "-B", "-e", sql]
+    args += [f"--socket={sock}"] if sock.exists() else ["-h127.0.0.1", f"-P{settings.mysql_port}"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _mariadb_provision(settings: Settings) -> None:
+    """Create the application database and user named in the DSN (idempotent)."""
+    user, password, database = _dsn_credentials(settings.mysql_dsn)
+    sql = (f"CREATE DATABASE IF NOT EXISTS `{database}`; "
+           f"CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+           f"CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY '{password}'; "
+           f"GRANT ALL ON `{database}`.* TO '{user}'@'127.0.0.1'; "
+           f"GRANT ALL ON `{database}`.* TO '{user}'@'localhost'; FLUSH PRIVILEGES;")
+    if _mysql_root(settings, sql) is None:
+        raise StackError("could not create the wallet database and user in MariaDB")
+
+
+def _dsn_credentials(dsn: str) -> tuple[str, str, str]:
+    rest = dsn.split("://", 1)[1]
+    creds, hostpart = rest.split("@", 1)
+    user, _, password = creds.partition(":")
+    database = hostpart.split("/", 1)[1].split("?", 1)[0]
+    return user, password, database
+
+
+# ---------------------------------------------------------------- redis
+
+
+def _start_redis(settings: Settings) -> subprocess.Popen:
+    datadir = _state(settings, "redis", "data")
+    datadir.mkdir(parents=True, exist_ok=True)
+    return _spawn(settings, "redis", [
+        shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(settings.redis_port),
+        "--bind", "127.0.0.1", "--dir", str(datadir), "--save", "", "--appendonly", "no",
+        "--daemonize", "no", "--protected-mode", "yes",
+    ])
+
+
+def _redis_ready(settings: Settings) -> bool:
+    if not _port_open(settings.redis_port):
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", settings.redis_port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def services(settings: Settings) -> list[Service]:
+    svc = [
+        Service("kafka", settings.kafka_port, lambda: _kafka_ready(settings),
+                lambda: _start_kafka(settings), KAFKA_READY_TIMEOUT_S),
+        Service("mariadb", settings.mysql_port, lambda: _mariadb_ready(settings),
+                lambda: _start_mariadb(settings), MARIADB_READY_TIMEOUT_S),
+        Service("redis", settings.redis_port, lambda: _redis_ready(settings),
+                lambda: _start_redis(settings), REDIS_READY_TIMEOUT_S),
+    ]
+    if settings.registry_local:
+        # After Kafka: its storage is a topic on the broker.
+        svc.insert(1, Service("registry", settings.registry_port, lambda: _registry_ready(settings),
+                              lambda: _start_registry(settings), REGISTRY_READY_TIMEOUT_S))
+    return svc
+
+
+def _pid(settings: Settings, name: str) -> int | None:
+    path = settings.state_dir / "pids" / f"{name}.pid"
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_ready(service: Service, proc: subprocess.Popen | None, settings: Settings) -> None:
+    deadline = time.monotonic() + service.timeout_s
+    while time.monotonic() < deadline:
+        if service.ready():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{service.name} exited with {proc.returncode}; "
+                             f"see {settings.state_dir / 'logs' / (service.name + '.log')}")
+        time.sleep(0.5)
+    raise StackError(f"{service.name} not ready after {service.timeout_s:.0f} s; "
+                     f"see {settings.state_dir / 'logs' / (service.name + '.log')}")
+
+
+def up(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Start every service that does not already answer; return the names this call started."""
+    ensure_packages()
+    ensure_jars()
+    started: list[str] = []
+    for service in services(settings):
+        if names and service.name not in names:
+            continue
+        if service.ready():
+            print(f"stack: {service.name:9} reused on 127.0.0.1:{service.port}", flush=True)
+        else:
+            if _port_open(service.port) and _pid(settings, service.name) is None:
+                raise StackError(f"port {service.port} is taken by a process that is not a ready "
+                                 f"{service.name}; set another port in WALLET_* and retry")
+            t0 = time.monotonic()
+            proc = service.start() if _pid(settings, service.name) is None else None
+            _wait_ready(service, proc, settings)
+            if proc is not None:
+                started.append(service.name)
+            print(f"stack: {service.name:9} ready on 127.0.0.1:{service.port} "
+                  f"({time.monotonic() - t0:.1f} s)", flush=True)
+        if service.name == "mariadb":
+            _mariadb_provision(settings)
+    return started
+
+
+def down(settings: Settings, names: list[str] | None = None) -> None:
+    """Stop the services whose pid files we wrote (reverse start order)."""
+    for service in reversed(services(settings)):
+        if names is not None and service.name not in names:
+            continue
+        pid = _pid(settings, service.name)
+        if pid is None:
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and _pid(settings, service.name) is not None:
+            time.sleep(0.2)
+        if _pid(settings, service.name) is not None:
+            os.killpg(pid, signal.SIGKILL)
+        (settings.state_dir / "pids" / f"{service.name}.pid").unlink(missing_ok=True)
+        print(f"stack: {service.name:9} stopped", flush=True)
+
+
+def status(settings: Settings) -> dict[str, dict[str, object]]:
+    report = {}
+    for service in services(settings):
+        report[service.name] = {"port": service.port, "pid": _pid(settings, service.name),
+                                "ready": service.ready()}
+    return report
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    action = argv[0] if argv else "status"
+    names = argv[1:] or None
+    try:
+        if action == "up":
+            up(settings, names)
+        elif action == "down":
+            down(settings, names)
+        elif action == "status":
+            for name, info in status(settings).items():
+                state = "ready" if info["ready"] else "down"
+                owner = f"pid {info['pid']}" if info["pid"] else "not ours"
+                print(f"{name:9} {state:6} 127.0.0.1:{info['port']:<6} {owner}")
+        else:
+            print("usage: wallet stack up|down|status [service ...]", file=sys.stderr)
+            return 2
+    except (StackError, subprocess.CalledProcessError) as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    return 0
