@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.domain.errors import LimitsInvalid
-from app.domain.money import AMOUNT_MINOR_MAX, currency_exponent
+from app.domain.money import AMOUNT_MINOR_MAX, CURRENCY_EXPONENTS, currency_exponent
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,6 +32,11 @@ class Limits:
                 raise LimitsInvalid(f"{name} must be a positive int, got {value!r}")
         if self.balance_max_minor > AMOUNT_MINOR_MAX:
             raise LimitsInvalid(f"balance_max_minor must be at most {AMOUNT_MINOR_MAX} (Avro long)")
+        # The per-command maximum must fit an Avro long in the currency with the most minor digits, or an
+        # accepted amount (or overdraft limit) could not be written to the event log.
+        exponent_max = max(CURRENCY_EXPONENTS.values())
+        if self.amount_max_major * 10**exponent_max > AMOUNT_MINOR_MAX:
+            raise LimitsInvalid(f"amount_max_major * 10**{exponent_max} must be at most {AMOUNT_MINOR_MAX} (Avro long)")
 
     def amount_max_minor(self, currency: str) -> int:
         """Largest amount of one command in minor units of `currency`.

@@ -19,7 +19,8 @@ WALLET_CLOSED: Final = "WALLET_CLOSED"
 INSUFFICIENT_FUNDS: Final = "INSUFFICIENT_FUNDS"
 # The command's currency is not the wallet's, or (OpenWallet) not a known ISO 4217 code.
 CURRENCY_MISMATCH: Final = "CURRENCY_MISMATCH"
-# The amount is not a positive integer that fits an Avro long (or a negative overdraft limit).
+# A number of the command is malformed: an amount that is not a positive integer fitting an Avro long, a
+# negative overdraft limit, or a hold expiry that is not an integer time fitting an Avro long.
 INVALID_AMOUNT: Final = "INVALID_AMOUNT"
 # A transfer whose destination is its source.
 SELF_TRANSFER: Final = "SELF_TRANSFER"

@@ -1,0 +1,319 @@
+"""The command processor: the one exactly-once part of the ledger.
+
+One processor instance owns a fixed set of partitions (`p % instances == instance`) of the
+co-partitioned topics `wallet.commands` and `wallet.transfer-legs`. Per batch it runs one Kafka
+transaction that holds, atomically:
+- the outcome event of every command (to `wallet.events`, same partition as the command),
+- the transfer legs those outcomes call for (credit for a `TransferDebited`, refund for a
+  `TransferCreditRejected`) and the hold-expiry releases (to `wallet.transfer-legs`),
+- poison messages (to `wallet.commands.dlq`, with the reason in headers),
+- the consumed offsets of both input topics.
+The transactional id is `<app_id>-processor-<instance>`: a restarted instance fences its predecessor,
+whose open transaction is aborted, so nothing it did is seen by read_committed readers.
+
+State lives in `tables.wallet_store.PartitionStore` (RocksDB) and is written only after the commit.
+Its changelog is the event log itself (see the store's docstring); at start-up each store is caught
+up from `wallet.events`.
+
+Per batch the work is: decode, validate, dedupe, decide/evolve in memory, then one send per output and
+one RocksDB write batch per partition: no per-command store round trip, one write per touched wallet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from app import metrics
+from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
+from app.domain import commands as c
+from app.domain import events as e
+from app.domain.ledger import decide, evolve
+from app.domain.limits import Limits
+from app.intake import DUPLICATE_COMMAND_CONFLICT, accept, fingerprint
+from app.kafka import consumer_options, partition_for, producer_options
+from app.settings import Settings
+from app.topics import check_partitions
+from tables.wallet_store import PartitionStore
+
+log = logging.getLogger("wallet.processor")
+
+FINGERPRINT_HEADER = "command.fingerprint"
+WRONG_PARTITION = "WRONG_PARTITION"
+# How often the hold-expiry timer looks for due holds, and how many releases one look may publish.
+EXPIRY_SCAN_INTERVAL_S = 1.0
+EXPIRY_RELEASES_PER_SCAN_MAX = 1000
+# How often seen command ids older than the retention window are forgotten, and how many per sweep.
+RETENTION_SWEEP_INTERVAL_S = 60.0
+RETENTION_SWEEP_COMMANDS_MAX = 10_000
+# Events replayed between two store writes while catching a store up at start-up.
+RESTORE_WRITE_EVERY = 5000
+
+
+def owned_partitions(partitions: int, instance: int, instances: int) -> list[int]:
+    if not 0 <= instance < instances:
+        raise ValueError(f"instance {instance} is not in 0..{instances - 1}")
+    return [p for p in range(partitions) if p % instances == instance]
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None
+    headers: list[tuple[str, bytes]]
+
+
+class Processor:
+    """Decides commands for the partitions of one instance; see the module docstring."""
+
+    def __init__(self, settings: Settings, *, instance: int = 0, instances: int = 1,
+                 registry: SchemaRegistry | None = None) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.limits = Limits(amount_max_major=settings.amount_max_major,
+                             holds_open_max=settings.holds_open_max)
+        self.registry = registry or SchemaRegistry(settings.registry_url)
+        self.commands = CommandCodec(self.registry, settings.commands_topic)
+        self.legs = CommandCodec(self.registry, settings.transfer_legs_topic)
+        self.events = EventCodec(self.registry, settings.events_topic)
+        self.partitions = owned_partitions(settings.partitions, instance, instances)
+        self.group_id = f"{settings.app_id}-processor"
+        self.transactional_id = f"{settings.app_id}-processor-{instance}"
+        self.stores: dict[int, PartitionStore] = {}
+        self._expiry_requested: set[tuple[str, str]] = set()
+        self._next_expiry_scan = 0.0
+        self._next_retention_sweep = 0.0
+        self.ready = asyncio.Event()
+        self._positions: dict[TopicPartition, int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Process until cancelled; any fault propagates (the worker exits non-zero)."""
+        await asyncio.to_thread(check_partitions, self.settings)
+        state_root = self.settings.state_dir / "processor"
+        self.stores = {p: PartitionStore(state_root / f"p{p}") for p in self.partitions}
+        producer = AIOKafkaProducer(**producer_options(self.settings, transactional_id=self.transactional_id))
+        consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.group_id))
+        try:
+            # Starting the transactional producer fences an earlier instance with the same id and
+            # aborts its open transaction, so the events log is settled before we restore from it.
+            await producer.start()
+            await self._restore_all()
+            await consumer.start()
+            consumer.assign([TopicPartition(topic, p) for p in self.partitions
+                             for topic in (self.settings.commands_topic, self.settings.transfer_legs_topic)])
+            log.info("processor ready", extra={"instance": self.instance, "partitions": self.partitions})
+            self.ready.set()
+            await self._loop(consumer, producer)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            for store in self.stores.values():
+                store.close()
+
+    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        batch_wait_ms = self.settings.processor_batch_wait_ms
+        batch_max = self.settings.processor_batch_size_max
+        while True:
+            batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
+            releases = self._due_releases()
+            self._maybe_sweep_retention()
+            if batch or releases:
+                await self._process(producer, batch, releases)
+            self._report_lag(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+
+    # ------------------------------------------------------------ one batch, one transaction
+
+    async def _process(self, producer: AIOKafkaProducer, batch: dict, releases: list[_Send]) -> None:
+        started = time.perf_counter()
+        sends: list[_Send] = list(releases)
+        decided: list[int] = []  # command timestamps, for the end-to-end latency
+        outcomes: Tally = Tally()
+        offsets: dict[TopicPartition, int] = {}
+        size = 0
+        for tp, records in batch.items():
+            store = self.stores[tp.partition]
+            public = tp.topic == self.settings.commands_topic
+            codec = self.commands if public else self.legs
+            for record in records:
+                self._decide_one(store, codec, tp, record, public, sends, decided, outcomes)
+            offsets[tp] = records[-1].offset + 1
+            size += len(records)
+        decide_done = time.perf_counter()
+
+        await producer.begin_transaction()
+        futures = []
+        for send in sends:
+            futures.append(await producer.send(send.topic, key=send.key, value=send.value,
+                                               partition=send.partition, headers=send.headers))
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+        await producer.commit_transaction()
+        # The futures are resolved: a commit waits for every record of the transaction.
+        for future in futures:
+            meta = future.result()
+            if meta.topic == self.settings.events_topic:
+                self.stores[meta.partition].changes.events_offset = meta.offset + 1
+        for store in self.stores.values():
+            store.apply()
+
+        now_ms = time.time() * 1000
+        for timestamp_ms in decided:
+            metrics.end_to_end_seconds.observe(max(0.0, (now_ms - timestamp_ms) / 1000))
+        for (kind, outcome), count in outcomes.items():
+            metrics.commands_total.labels(kind, outcome).inc(count)
+        metrics.processor_batch_size.observe(size)
+        metrics.processor_decide_seconds.observe(decide_done - started)
+        metrics.processor_batch_seconds.observe(time.perf_counter() - started)
+
+    def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record,
+                    public: bool, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
+        try:
+            command = accept(codec, record.key, record.value, public=public)
+            if partition_for(record.key, self.settings.partitions) != tp.partition:
+                raise CodecError(WRONG_PARTITION, "the key does not hash (murmur2) to this partition; "
+                                                  "producers must use the murmur2 partitioner")
+            digest = fingerprint(command)
+            seen = store.seen_command(command.command_id)
+            if seen is not None:
+                if seen.split(":", 1)[1] == digest:
+                    metrics.commands_duplicate_total.inc()
+                    return
+                raise CodecError(DUPLICATE_COMMAND_CONFLICT,
+                                 f"command id {command.command_id} was used before with another body")
+        except CodecError as error:
+            sends.append(self._dlq(tp, record, error))
+            return
+        before = store.wallet(command.wallet_id)
+        after = before
+        events = decide(before, command, command.timestamp_ms, self.limits)
+        for event in events:
+            after = evolve(after, event)
+        store.stage(before, after, command.command_id, command.timestamp_ms, digest)
+        headers = [(FINGERPRINT_HEADER, digest.encode())]
+        key = record.key
+        for event in events:
+            sends.append(_Send(self.settings.events_topic, key, self.events.encode(event), tp.partition, headers))
+            leg = self._leg_for(event)
+            if leg is not None:
+                sends.append(_Send(self.settings.transfer_legs_topic, leg.wallet_id.encode(),
+                                   self.legs.encode(leg), None, []))
+            outcome = event.code if isinstance(event, (e.CommandRejected, e.TransferCreditRejected)) else "applied"
+            outcomes[(type(command).__name__, outcome)] += 1
+        decided.append(command.timestamp_ms)
+
+    @staticmethod
+    def _leg_for(event: e.EventBase) -> c.CommandBase | None:
+        """The transfer leg an outcome calls for (the relay, inside the same transaction)."""
+        if isinstance(event, e.TransferDebited):
+            return c.TransferCredit(
+                command_id=c.credit_command_id(event.transfer_id), wallet_id=event.destination_wallet_id,
+                timestamp_ms=event.timestamp_ms, transfer_id=event.transfer_id, source_wallet_id=event.wallet_id,
+                amount_minor=event.amount_minor, currency=event.currency)
+        if isinstance(event, e.TransferCreditRejected):
+            return c.TransferRefund(
+                command_id=c.refund_command_id(event.transfer_id), wallet_id=event.source_wallet_id,
+                timestamp_ms=event.timestamp_ms, transfer_id=event.transfer_id,
+                destination_wallet_id=event.wallet_id, amount_minor=event.amount_minor,
+                currency=event.currency, reason_code=event.code)
+        return None
+
+    def _dlq(self, tp: TopicPartition, record, error: CodecError) -> _Send:
+        metrics.dlq_messages_total.labels(error.code).inc()
+        log.warning("poison message to DLQ", extra={"reason": error.code, "topic": tp.topic,
+                                                    "partition": tp.partition, "offset": record.offset})
+        headers = [("error.code", error.code.encode()), ("error.detail", error.detail.encode()),
+                   ("source.topic", tp.topic.encode()), ("source.partition", str(tp.partition).encode()),
+                   ("source.offset", str(record.offset).encode())]
+        return _Send(self.settings.dlq_topic, record.key, record.value, None, headers)
+
+    # ------------------------------------------------------------ timers
+
+    def _due_releases(self) -> list[_Send]:
+        """Release commands for holds past their expiry (at-least-once; the processor dedupes them)."""
+        now = time.monotonic()
+        if now < self._next_expiry_scan:
+            return []
+        self._next_expiry_scan = now + EXPIRY_SCAN_INTERVAL_S
+        now_ms = int(time.time() * 1000)
+        releases = []
+        for store in self.stores.values():
+            for wallet_id, hold_id in store.due_holds(now_ms, EXPIRY_RELEASES_PER_SCAN_MAX):
+                if (wallet_id, hold_id) in self._expiry_requested:
+                    continue
+                self._expiry_requested.add((wallet_id, hold_id))
+                command = c.ReleaseHold(command_id=c.expiry_command_id(wallet_id, hold_id), wallet_id=wallet_id,
+                                        timestamp_ms=now_ms, hold_id=hold_id, reason="EXPIRED")
+                releases.append(_Send(self.settings.transfer_legs_topic, wallet_id.encode(),
+                                      self.legs.encode(command), None, []))
+        metrics.holds_expired_total.inc(len(releases))
+        if len(self._expiry_requested) > 100 * EXPIRY_RELEASES_PER_SCAN_MAX:
+            self._expiry_requested.clear()  # bounded memory; a repeat release is deduplicated
+        return releases
+
+    def _maybe_sweep_retention(self) -> None:
+        now = time.monotonic()
+        if now < self._next_retention_sweep:
+            return
+        self._next_retention_sweep = now + RETENTION_SWEEP_INTERVAL_S
+        before_ms = int(time.time() * 1000) - self.settings.command_retention_s * 1000
+        for store in self.stores.values():
+            store.expire_commands(before_ms, RETENTION_SWEEP_COMMANDS_MAX)
+
+    def _report_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Lag = last stable offset seen by the last fetch minus our next offset, per partition."""
+        self._positions.update(offsets)
+        for tp, position in self._positions.items():
+            end = consumer.last_stable_offset(tp)
+            if end is not None:
+                metrics.processor_consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    # ------------------------------------------------------------ restore
+
+    async def _restore_all(self) -> None:
+        consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
+        await consumer.start()
+        try:
+            for partition, store in self.stores.items():
+                await self._restore(consumer, partition, store)
+        finally:
+            await consumer.stop()
+
+    async def _restore(self, consumer: AIOKafkaConsumer, partition: int, store: PartitionStore) -> None:
+        """Replay `wallet.events` of one partition from the store's marker to the end."""
+        tp = TopicPartition(self.settings.events_topic, partition)
+        consumer.assign([tp])
+        start = store.events_offset
+        end = (await consumer.end_offsets([tp]))[tp]
+        if start >= end:
+            return
+        consumer.seek(tp, start)
+        retention_start_ms = int(time.time() * 1000) - self.settings.command_retention_s * 1000
+        replayed = 0
+        t0 = time.perf_counter()
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=RESTORE_WRITE_EVERY)
+            for record in batch.get(tp, []):
+                event = self.events.decode(record.value)
+                before = store.wallet(event.wallet_id)
+                after = evolve(before, event)
+                headers = dict(record.headers or ())
+                if event.timestamp_ms >= retention_start_ms:
+                    store.stage(before, after, event.command_id, event.timestamp_ms,
+                                headers.get(FINGERPRINT_HEADER, b"").decode())
+                elif after is not None and after is not before:
+                    store.stage(before, after, event.command_id, event.timestamp_ms, "")
+                    store.changes.commands.pop(event.command_id, None)
+                store.changes.events_offset = record.offset + 1
+                replayed += 1
+            store.apply()
+        log.info("store restored", extra={"partition": partition, "events": replayed,
+                                          "seconds": round(time.perf_counter() - t0, 3)})

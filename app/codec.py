@@ -1,0 +1,176 @@
+"""The wire contract in code: Avro (schemas/*.avsc) in the Confluent wire format, via a schema registry.
+
+A message value is `0x00 | schema id (4 bytes, big endian) | Avro binary`. Writers register the
+schema under `<topic>-value` (BACKWARD compatibility) and stamp its id; readers resolve any id the
+registry knows, so producers that run an older or newer compatible schema are read correctly.
+
+Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
+fields are the dataclass fields minus the envelope fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import struct
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+import fastavro
+
+from app.domain import commands as domain_commands
+from app.domain import events as domain_events
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+NAMESPACE = "wallet.v1"
+MAGIC_BYTE = 0
+HEADER = struct.Struct(">bI")
+COMMAND_ENVELOPE = ("command_id", "wallet_id", "timestamp_ms")
+EVENT_ENVELOPE = ("wallet_id", "command_id", "timestamp_ms", "version", "balance_after_minor",
+                  "available_after_minor", "held_after_minor", "hash")
+# An unknown schema id is asked of the registry at most once per this many seconds, so a burst of
+# garbage with random ids cannot turn into a burst of registry calls.
+UNKNOWN_SCHEMA_RETRY_S = 30.0
+# Bound of the remembered unknown ids (the fuzz test sends thousands of them).
+UNKNOWN_SCHEMA_CACHE_MAX = 10_000
+
+
+class CodecError(Exception):
+    """A message could not be decoded; `code` is the DLQ reason (`error.code` header)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+
+
+def _types_by_name(module: Any, names: Iterable[str]) -> dict[str, type]:
+    return {name: getattr(module, name) for name in names}
+
+
+def _branch_names(schema: dict[str, Any]) -> list[str]:
+    body = next(f for f in schema["fields"] if f["name"] == "body")
+    return [branch["name"] for branch in body["type"]]
+
+
+class SchemaRegistry:
+    """A thin, cached client of a Confluent-compatible registry (Apicurio's ccompat API locally).
+
+    Calls are blocking (confluent-kafka's client); they happen at start-up and on the first sight of
+    a schema id, never per message.
+    """
+
+    def __init__(self, url: str) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self.url = url
+        self._client = SchemaRegistryClient({"url": url, "timeout": 10})
+        self._parsed: dict[int, Any] = {}
+        self._unknown: OrderedDict[int, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
+        from confluent_kafka.schema_registry import Schema
+
+        schema_id = self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+        self._client.set_compatibility(subject, "BACKWARD")
+        self._parsed[schema_id] = fastavro.parse_schema(schema)
+        return schema_id
+
+    def parsed(self, schema_id: int) -> Any | None:
+        """The parsed writer schema of `schema_id`, or None when the registry does not know it."""
+        found = self._parsed.get(schema_id)
+        if found is not None:
+            return found
+        with self._lock:
+            asked_at = self._unknown.get(schema_id)
+            if asked_at is not None and time.monotonic() - asked_at < UNKNOWN_SCHEMA_RETRY_S:
+                return None
+            try:
+                text = self._client.get_schema(schema_id).schema_str
+                parsed = fastavro.parse_schema(json.loads(text))
+            except Exception:  # not found, or not an Avro schema we can parse: the message is poison
+                self._unknown[schema_id] = time.monotonic()
+                self._unknown.move_to_end(schema_id)
+                while len(self._unknown) > UNKNOWN_SCHEMA_CACHE_MAX:
+                    self._unknown.popitem(last=False)
+                return None
+            self._parsed[schema_id] = parsed
+            return parsed
+
+
+class _Codec:
+    """Encode/decode one envelope record type (commands or events) to and from domain objects."""
+
+    def __init__(self, registry: SchemaRegistry | None, subject: str, schema_name: str,
+                 module: Any, envelope: tuple[str, ...]) -> None:
+        self.schema = load_schema(schema_name)
+        self.parsed = fastavro.parse_schema(self.schema)
+        self.types = _types_by_name(module, _branch_names(self.schema))
+        self.envelope = envelope
+        self._body_fields = {
+            name: tuple(f.name for f in dataclasses.fields(cls) if f.name not in envelope)
+            for name, cls in self.types.items()
+        }
+        self.registry = registry
+        self.subject = subject
+        self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
+
+    def to_record(self, obj: Any) -> dict[str, Any]:
+        name = type(obj).__name__
+        record = {field: getattr(obj, field) for field in self.envelope}
+        record["body"] = (f"{NAMESPACE}.{name}", {f: getattr(obj, f) for f in self._body_fields[name]})
+        return record
+
+    def from_record(self, record: dict[str, Any]) -> Any:
+        name, body = record["body"]
+        cls = self.types[name.rsplit(".", 1)[-1]]
+        return cls(**{field: record[field] for field in self.envelope}, **body)
+
+    def encode(self, obj: Any) -> bytes:
+        out = io.BytesIO()
+        out.write(HEADER.pack(MAGIC_BYTE, self.schema_id))
+        fastavro.schemaless_writer(out, self.parsed, self.to_record(obj))
+        return out.getvalue()
+
+    def decode(self, value: bytes | None) -> Any:
+        """Decode a wire message into a domain object; raises CodecError with a DLQ reason code."""
+        if value is None or len(value) < HEADER.size:
+            raise CodecError("TRUNCATED", "message shorter than the 5-byte wire header")
+        magic, schema_id = HEADER.unpack_from(value)
+        if magic != MAGIC_BYTE:
+            raise CodecError("BAD_MAGIC_BYTE", f"magic byte {magic} is not 0")
+        if schema_id == self.schema_id:
+            writer = self.parsed
+        else:
+            writer = self.registry.parsed(schema_id) if self.registry is not None else None
+            if writer is None:
+                raise CodecError("UNKNOWN_SCHEMA", f"schema id {schema_id} is not in the registry")
+        try:
+            record = fastavro.schemaless_reader(io.BytesIO(value[HEADER.size:]), writer, self.parsed,
+                                                return_record_name=True)
+        except Exception as exc:  # fastavro raises many types on garbage input
+            raise CodecError("UNDECODABLE", f"Avro body does not match schema {schema_id}: "
+                                            f"{type(exc).__name__}") from exc
+        try:
+            return self.from_record(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError("UNDECODABLE", f"record does not map to a {self.subject} kind") from exc
+
+
+class CommandCodec(_Codec):
+    def __init__(self, registry: SchemaRegistry | None, topic: str) -> None:
+        super().__init__(registry, f"{topic}-value", "wallet_command", domain_commands, COMMAND_ENVELOPE)
+
+
+class EventCodec(_Codec):
+    def __init__(self, registry: SchemaRegistry | None, topic: str) -> None:
+        super().__init__(registry, f"{topic}-value", "wallet_event", domain_events, EVENT_ENVELOPE)

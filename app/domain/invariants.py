@@ -1,0 +1,105 @@
+"""Ledger invariants, checked on every decision and every replayed event.
+
+A violation raises `InvariantViolation` (never `assert`, which `python -O` removes): it is a bug in the
+domain core and the worker must stop instead of recording a wrong outcome.
+"""
+
+from __future__ import annotations
+
+from app.domain.errors import InvariantViolation
+from app.domain.events import EventBase, is_applied
+from app.domain.hashing import GENESIS_HASH
+from app.domain.money import AMOUNT_MINOR_MAX, is_known_currency
+from app.domain.state import STATUS_CLOSED, WALLET_STATUSES, WalletState
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_HASH_LENGTH_HEX = 64  # sha256 is 32 bytes
+
+
+def _is_long(value: object) -> bool:
+    """Whether `value` is an int (not a bool) that fits an Avro long."""
+    return type(value) is int and -AMOUNT_MINOR_MAX - 1 <= value <= AMOUNT_MINOR_MAX
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, str) and len(value) == _HASH_LENGTH_HEX and set(value) <= _HEX_DIGITS
+
+
+def check_wallet(state: WalletState) -> None:
+    """Raise `InvariantViolation` unless `state` is a consistent wallet.
+
+    Checks: known status and currency; version >= 1; balance, held and overdraft limit are Avro longs
+    (minor units) with overdraft limit >= 0; held == sum of the open holds; holds have positive amounts and
+    unique ids in `hold_id` order; available (balance - held + overdraft) >= 0; a closed wallet has no holds;
+    the last hash is 64 lowercase hex digits.
+    """
+    wallet = state.wallet_id
+    if state.status not in WALLET_STATUSES:
+        raise InvariantViolation(f"{wallet}: unknown status {state.status!r}")
+    if not is_known_currency(state.currency):
+        raise InvariantViolation(f"{wallet}: unknown currency {state.currency!r}")
+    if type(state.version) is not int or state.version < 1:
+        raise InvariantViolation(f"{wallet}: version {state.version!r} is not a positive int")
+    for name in ("balance_minor", "held_minor", "overdraft_limit_minor"):
+        if not _is_long(getattr(state, name)):
+            raise InvariantViolation(f"{wallet}: {name} = {getattr(state, name)!r} is not an Avro long")
+    if state.overdraft_limit_minor < 0:
+        raise InvariantViolation(f"{wallet}: negative overdraft limit {state.overdraft_limit_minor}")
+    previous_hold_id: str | None = None
+    for hold in state.holds:
+        if not _is_long(hold.amount_minor) or hold.amount_minor <= 0:
+            raise InvariantViolation(f"{wallet}: hold {hold.hold_id!r} amount {hold.amount_minor!r} is not positive")
+        if previous_hold_id is not None and not previous_hold_id < hold.hold_id:
+            raise InvariantViolation(f"{wallet}: holds not unique and sorted by hold_id at {hold.hold_id!r}")
+        previous_hold_id = hold.hold_id
+    holds_sum_minor = sum(hold.amount_minor for hold in state.holds)
+    if state.held_minor != holds_sum_minor:
+        raise InvariantViolation(f"{wallet}: held {state.held_minor} != sum of open holds {holds_sum_minor}")
+    if state.available_minor < 0:
+        raise InvariantViolation(f"{wallet}: available {state.available_minor} < 0")
+    if state.status == STATUS_CLOSED and state.holds:
+        raise InvariantViolation(f"{wallet}: closed with {len(state.holds)} open holds")
+    if not _is_hash(state.last_hash):
+        raise InvariantViolation(f"{wallet}: last_hash {state.last_hash!r} is not 64 lowercase hex digits")
+
+
+def _check_carried_position(event: EventBase, version: int, balance: int, available: int, held: int, hash_: str) -> None:
+    carried = (event.version, event.balance_after_minor, event.available_after_minor, event.held_after_minor, event.hash)
+    expected = (version, balance, available, held, hash_)
+    if carried != expected:
+        raise InvariantViolation(
+            f"{event.wallet_id}: {type(event).__name__} {event.command_id!r} carries "
+            f"(version, balance, available, held, hash) = {carried}, the wallet is at {expected}"
+        )
+
+
+def check_transition(before: WalletState | None, event: EventBase, after: WalletState | None) -> None:
+    """Raise `InvariantViolation` unless `after` is a valid result of `event` on `before` (None: no wallet).
+
+    Applied event: version is before's + 1 (1 for the first); the event carries after's version, balance,
+    available, held (minor units) and hash; `after` satisfies `check_wallet`. Outcome-only event: nothing
+    changed and the event carries before's position (version 0, zeros and the genesis hash when no wallet).
+    The hash value itself is recomputed by `verify_chain`, not here.
+    """
+    for state in (before, after):
+        if state is not None and state.wallet_id != event.wallet_id:
+            raise InvariantViolation(f"event for {event.wallet_id!r} paired with wallet {state.wallet_id!r}")
+    if not is_applied(event):
+        if after != before:
+            raise InvariantViolation(f"{event.wallet_id}: outcome-only {type(event).__name__} changed the wallet")
+        if before is None:
+            _check_carried_position(event, 0, 0, 0, 0, GENESIS_HASH)
+        else:
+            _check_carried_position(
+                event, before.version, before.balance_minor, before.available_minor, before.held_minor, before.last_hash
+            )
+        return
+    if after is None:
+        raise InvariantViolation(f"{event.wallet_id}: applied {type(event).__name__} left no wallet")
+    version_expected = (0 if before is None else before.version) + 1
+    if after.version != version_expected:
+        raise InvariantViolation(f"{event.wallet_id}: version {after.version} after an applied event, expected {version_expected}")
+    _check_carried_position(
+        event, after.version, after.balance_minor, after.available_minor, after.held_minor, after.last_hash
+    )
+    check_wallet(after)

@@ -1,0 +1,76 @@
+"""What the processor accepts from a topic: decode, then check the fields the domain cannot judge.
+
+A message that fails here is poison: it goes to the DLQ with `error.code` and `error.detail` and the
+partition moves on. Business refusals (amounts, funds, status) are not poison: `decide` turns them
+into `CommandRejected` events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from app.codec import CodecError, CommandCodec
+from app.domain import commands as c
+
+WALLET_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Command ids are chosen by producers (UUIDs, Idempotency-Keys) or derived (`<transfer_id>:credit`).
+COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,160}")
+HOLD_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
+TEXT_LENGTH_MAX = 1024  # reference, description, owner id, reasons
+
+# DLQ reason codes set here (the codec adds TRUNCATED, BAD_MAGIC_BYTE, UNKNOWN_SCHEMA, UNDECODABLE).
+INVALID_FIELD = "INVALID_FIELD"
+KEY_MISMATCH = "KEY_MISMATCH"
+INTERNAL_KIND_REFUSED = "INTERNAL_KIND_REFUSED"
+DUPLICATE_COMMAND_CONFLICT = "DUPLICATE_COMMAND"
+
+
+def fingerprint(command: c.CommandBase) -> str:
+    """A short digest of what the command asks (kind, wallet, body; not its timestamp).
+
+    The same command id with another fingerprint is a conflict, not a retry.
+    """
+    body = [type(command).__name__] + [
+        repr(getattr(command, name)) for name in command.__dataclass_fields__ if name != "timestamp_ms"]
+    return hashlib.blake2b("\x1f".join(body).encode(), digest_size=8).hexdigest()
+
+
+def _check(condition: bool, detail: str) -> None:
+    if not condition:
+        raise CodecError(INVALID_FIELD, detail)
+
+
+def validate(command: c.CommandBase, key: bytes | None, *, public: bool) -> None:
+    """Raise CodecError unless the command's identifiers and texts are well formed."""
+    if public and isinstance(command, c.INTERNAL_COMMAND_TYPES):
+        raise CodecError(INTERNAL_KIND_REFUSED,
+                         f"{type(command).__name__} is internal and refused on the public topic")
+    _check(WALLET_ID_RE.fullmatch(command.wallet_id) is not None, "wallet_id must match [A-Za-z0-9_-]{1,64}")
+    _check(COMMAND_ID_RE.fullmatch(command.command_id) is not None,
+           "command_id must match [A-Za-z0-9_.:-]{1,160}")
+    if key is None or key != command.wallet_id.encode():
+        raise CodecError(KEY_MISMATCH, "the Kafka key must be the wallet_id")
+    _check(0 <= command.timestamp_ms < 2**53, "timestamp_ms out of range")
+    for name in ("destination_wallet_id", "source_wallet_id"):
+        value = getattr(command, name, None)
+        if value is not None:
+            _check(WALLET_ID_RE.fullmatch(value) is not None, f"{name} must match [A-Za-z0-9_-]{{1,64}}")
+    hold_id = getattr(command, "hold_id", None)
+    if hold_id is not None:
+        _check(HOLD_ID_RE.fullmatch(hold_id) is not None, "hold_id must match [A-Za-z0-9_.:-]{1,64}")
+    currency = getattr(command, "currency", None)
+    if currency is not None:
+        _check(CURRENCY_RE.fullmatch(currency) is not None, "currency must be 3 upper-case letters")
+    for name in ("owner_id", "reference", "description", "reason", "reason_code"):
+        value = getattr(command, name, None)
+        if value is not None:
+            _check(len(value) <= TEXT_LENGTH_MAX, f"{name} longer than {TEXT_LENGTH_MAX} characters")
+
+
+def accept(codec: CommandCodec, key: bytes | None, value: bytes | None, *, public: bool) -> c.CommandBase:
+    """Decode and validate one message; raises CodecError (a DLQ reason) on poison."""
+    command = codec.decode(value)
+    validate(command, key, public=public)
+    return command

@@ -1,0 +1,36 @@
+"""Every Prometheus metric of the service, in one place (docs/OPERATIONS.md lists them)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+
+commands_total = Counter(
+    "wallet_commands_total", "Commands decided, by kind and outcome (applied or the rejection code).",
+    ["kind", "outcome"])
+commands_duplicate_total = Counter(
+    "wallet_commands_duplicate_total", "Commands skipped because their command id already has an outcome.")
+dlq_messages_total = Counter(
+    "wallet_dlq_messages_total", "Messages sent to the DLQ, by reason code.", ["reason"])
+processor_batch_size = Histogram(
+    "wallet_processor_batch_size", "Messages per processed batch.", buckets=_BATCH_BUCKETS)
+processor_batch_seconds = Histogram(
+    "wallet_processor_batch_seconds", "Time to decide and commit one batch.", buckets=_LATENCY_BUCKETS_S)
+processor_decide_seconds = Histogram(
+    "wallet_processor_decide_seconds", "Time spent in decide/evolve per batch.", buckets=_LATENCY_BUCKETS_S)
+end_to_end_seconds = Histogram(
+    "wallet_end_to_end_seconds", "Command timestamp to committed outcome event.", buckets=_LATENCY_BUCKETS_S)
+processor_consumer_lag = Gauge(
+    "wallet_processor_consumer_lag", "Messages not yet processed, per topic partition.", ["topic", "partition"])
+holds_expired_total = Counter(
+    "wallet_holds_expired_total", "Release commands published by the hold-expiry timer.")
+
+sink_events_total = Counter("wallet_sink_events_total", "Events written by a sink.", ["sink"])
+sink_batch_seconds = Histogram(
+    "wallet_sink_batch_seconds", "Time to write one batch to the store.", ["sink"], buckets=_LATENCY_BUCKETS_S)
+sink_lag_events = Gauge("wallet_sink_lag_events", "Events not yet projected, per sink.", ["sink"])
+sink_lag_seconds = Gauge(
+    "wallet_sink_lag_seconds", "Age of the newest projected event when it was written.", ["sink"])
+sink_retries_total = Counter("wallet_sink_retries_total", "Store writes retried after a fault.", ["sink"])

@@ -1,0 +1,186 @@
+"""The processor's table: one RocksDB database per owned partition, holding only committed state.
+
+What is stored (bytes keys, raw mode):
+- `w/<wallet_id>`                       the wallet's state (JSON of `WalletState`)
+- `c/<command_id>`                      a seen command: `<timestamp_ms>:<fingerprint>`, kept for the retention window
+- `x/<timestamp_ms:013d>/<command_id>`  expiry index of the seen commands
+- `h/<expires_at_ms:013d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index)
+- `m/events_offset`                     next offset of this partition of `wallet.events` reflected here
+
+The changelog of this table is `wallet.events` itself: the store is a fold of the event log, written
+only after the Kafka transaction that produced the events committed, together with the offset marker in
+one atomic RocksDB write batch. After a crash the store is behind, never ahead: `restore` replays the
+events partition from the marker (read_committed) and it equals the committed log again. This is why
+a kill -9 cannot leave state from an aborted transaction behind (see docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+from app.domain.state import Hold, WalletState
+
+_MARKER = b"m/events_offset"
+
+
+def encode_state(state: WalletState) -> bytes:
+    return json.dumps([
+        state.owner_id, state.status, state.currency, state.balance_minor, state.held_minor,
+        state.overdraft_limit_minor, state.version, state.last_hash,
+        [[h.hold_id, h.amount_minor, h.expires_at_ms] for h in state.holds],
+    ], separators=(",", ":")).encode()
+
+
+def decode_state(wallet_id: str, raw: bytes) -> WalletState:
+    owner, status, currency, balance, held, overdraft, version, last_hash, holds = json.loads(raw)
+    return WalletState(
+        wallet_id=wallet_id, owner_id=owner, status=status, currency=currency, balance_minor=balance,
+        held_minor=held, overdraft_limit_minor=overdraft, version=version, last_hash=last_hash,
+        holds=tuple(Hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
+    )
+
+
+def _hold_key(wallet_id: str, hold_id: str, expires_at_ms: int) -> bytes:
+    return f"h/{expires_at_ms:013d}/{wallet_id}/{hold_id}".encode()
+
+
+@dataclass
+class BatchChanges:
+    """What one processed batch changes in one partition's store; applied after the commit."""
+
+    wallets: dict[str, WalletState] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=dict)  # command_id -> "<timestamp_ms>:<fingerprint>"
+    # Ordered (put?, key) operations on the hold index: order matters when one batch places,
+    # captures and places again a hold of the same id.
+    hold_ops: list[tuple[bool, bytes]] = field(default_factory=list)
+    commands_expired: list[tuple[bytes, bytes]] = field(default_factory=list)
+    events_offset: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.wallets or self.commands or self.commands_expired or self.events_offset is not None)
+
+
+class PartitionStore:
+    """Committed state of one partition, with a read-through overlay for the batch being decided."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self._db = Rdict(str(path), options)
+        self.changes = BatchChanges()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ reads (overlay first)
+
+    def wallet(self, wallet_id: str) -> WalletState | None:
+        found = self.changes.wallets.get(wallet_id)
+        if found is not None:
+            return found
+        raw = self._db.get(b"w/" + wallet_id.encode())
+        return None if raw is None else decode_state(wallet_id, raw)
+
+    def seen_command(self, command_id: str) -> str | None:
+        """`"<timestamp_ms>:<fingerprint>"` of a command already decided, or None."""
+        found = self.changes.commands.get(command_id)
+        if found is not None:
+            return found
+        raw = self._db.get(b"c/" + command_id.encode())
+        return None if raw is None else raw.decode()
+
+    @property
+    def events_offset(self) -> int:
+        raw = self._db.get(_MARKER)
+        return 0 if raw is None else int(raw)
+
+    # ------------------------------------------------------------ staging
+
+    def stage(self, before: WalletState | None, after: WalletState | None, command_id: str,
+              timestamp_ms: int, fingerprint: str) -> None:
+        """Record one decided command: its seen-marker and the wallet's new state (if it changed)."""
+        self.changes.commands[command_id] = f"{timestamp_ms}:{fingerprint}"
+        if after is None or after is before:
+            return
+        self.changes.wallets[after.wallet_id] = after
+        before_holds = {h.hold_id: h for h in before.holds} if before is not None else {}
+        after_holds = {h.hold_id for h in after.holds}
+        for hold in after.holds:
+            if hold.hold_id not in before_holds:
+                self.changes.hold_ops.append((True, _hold_key(after.wallet_id, hold.hold_id, hold.expires_at_ms)))
+        for hold_id, hold in before_holds.items():
+            if hold_id not in after_holds:
+                self.changes.hold_ops.append((False, _hold_key(after.wallet_id, hold_id, hold.expires_at_ms)))
+
+    def discard(self) -> None:
+        """Forget the staged batch (its transaction aborted)."""
+        self.changes = BatchChanges()
+
+    def apply(self) -> None:
+        """Write the staged batch and its offset marker atomically (after the Kafka commit)."""
+        changes, self.changes = self.changes, BatchChanges()
+        if not changes:
+            return
+        batch = WriteBatch(raw_mode=True)
+        # Expired markers first: a command id seen again in this batch must survive its old marker.
+        for index_key, command_key in changes.commands_expired:
+            batch.delete(index_key)
+            batch.delete(command_key)
+        for wallet_id, state in changes.wallets.items():
+            batch.put(b"w/" + wallet_id.encode(), encode_state(state))
+        for command_id, seen in changes.commands.items():
+            batch.put(b"c/" + command_id.encode(), seen.encode())
+            batch.put(f"x/{int(seen.split(':', 1)[0]):013d}/{command_id}".encode(), b"")
+        for put, key in changes.hold_ops:
+            if put:
+                batch.put(key, b"")
+            else:
+                batch.delete(key)
+        if changes.events_offset is not None:
+            batch.put(_MARKER, str(changes.events_offset).encode())
+        self._db.write(batch)
+
+    # ------------------------------------------------------------ scans (bounded)
+
+    def due_holds(self, now_ms: int, limit: int) -> Iterator[tuple[str, str]]:
+        """(wallet_id, hold_id) of open holds with expires_at_ms <= now_ms, oldest first, at most `limit`."""
+        count = 0
+        for key in self._db.keys(from_key=b"h/"):
+            if not key.startswith(b"h/") or count >= limit:
+                return
+            _, expires, wallet_id, hold_id = key.decode().split("/", 3)
+            if int(expires) > now_ms:
+                return
+            count += 1
+            yield wallet_id, hold_id
+
+    def expire_commands(self, before_ms: int, limit: int) -> int:
+        """Stage the removal of seen-command markers older than `before_ms`; at most `limit`."""
+        count = 0
+        for key in self._db.keys(from_key=b"x/"):
+            if not key.startswith(b"x/") or count >= limit:
+                break
+            _, timestamp, command_id = key.decode().split("/", 2)
+            if int(timestamp) >= before_ms:
+                break
+            self.changes.commands_expired.append((key, b"c/" + command_id.encode()))
+            count += 1
+        return count
+
+    def wallets(self) -> Iterator[WalletState]:
+        """Every wallet of this partition (for reconcile and strong reads)."""
+        for key, value in self._db.items(from_key=b"w/"):
+            if not key.startswith(b"w/"):
+                return
+            yield decode_state(key[2:].decode(), value)
+
+
+def open_read_only(path: Path) -> Rdict:
+    """Open a partition store for reading while its processor runs (secondary instance)."""
+    return Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
