@@ -35,7 +35,7 @@ from app.domain import commands as c
 from app.domain import events as e
 from app.domain.ledger import decide, evolve
 from app.domain.limits import Limits
-from app.intake import DUPLICATE_COMMAND_CONFLICT, accept, fingerprint
+from app.intake import DUPLICATE_COMMAND_CONFLICT, FINGERPRINT_HEADER, accept, fingerprint
 from app.kafka import consumer_options, partition_for, producer_options
 from app.settings import Settings
 from app.topics import check_partitions
@@ -43,7 +43,6 @@ from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
 
-FINGERPRINT_HEADER = "command.fingerprint"
 WRONG_PARTITION = "WRONG_PARTITION"
 # How often the hold-expiry timer looks for due holds, and how many releases one look may publish.
 EXPIRY_SCAN_INTERVAL_S = 1.0

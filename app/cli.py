@@ -1,24 +1,145 @@
-"""The `wallet` command line: one entry point for every process and tool."""
+"""wallet: the Kafka-native wallet ledger's one command line.
+
+  wallet stack up|down|status     the local real stack (Kafka, registry, MariaDB, Redis)
+  wallet init                     create topics, register schemas, migrate MySQL (idempotent)
+  wallet worker [--role R ...]    run roles: processor, sinks, web (default: all)
+  wallet run                      stack up + init + worker with every role, in the foreground (make run)
+  wallet produce KIND k=v ...     publish one command (Avro) onto wallet.commands
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import secrets
 import sys
+import time
+import uuid
 
 from app.settings import Settings
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    settings = Settings.from_env()
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wallet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stack = sub.add_parser("stack", help="local real stack")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("services", nargs="*")
+    sub.add_parser("init", help="topics, schemas, migrations")
+    worker = sub.add_parser("worker", help="run roles in the foreground")
+    worker.add_argument("--role", action="append", choices=["processor", "sinks", "web", "all"])
+    worker.add_argument("--instance", type=int, default=0, help="processor instance index (0-based)")
+    worker.add_argument("--instances", type=int, default=1, help="processor instances in total")
+    sub.add_parser("run", help="stack up, init, and every role in the foreground")
+    produce = sub.add_parser("produce", help="publish one command",
+                             description="e.g. wallet produce Deposit wallet_id=w1 amount=150.75 currency=EUR")
+    produce.add_argument("kind", help="command kind: OpenWallet, Deposit, Withdraw, Transfer, PlaceHold, ...")
+    produce.add_argument("fields", nargs="*", help="field=value; amount=<decimal> needs currency=")
+    return parser
+
+
+def _api_keys(settings: Settings):
+    """The configured keys, or a fresh development key with every scope (returned to be printed)."""
+    from web.auth import ApiKeys
+
+    if settings.api_keys:
+        return ApiKeys(settings.api_keys), None
+    key = f"dev-{secrets.token_urlsafe(18)}"
+    return ApiKeys(f"{key}=wallets:read+wallets:write+admin"), key
+
+
+def _build_command(kind: str, fields: list[str]):
+    from app.domain import commands as c
+    from web.amounts import parse_amount
+
+    cls = c.COMMAND_TYPE_BY_KIND.get(kind)
+    if cls is None:
+        raise SystemExit(f"unknown kind {kind!r}; one of {sorted(c.COMMAND_TYPE_BY_KIND)}")
+    values: dict[str, object] = dict(field.split("=", 1) for field in fields)
+    values.setdefault("command_id", str(uuid.uuid4()))
+    values.setdefault("timestamp_ms", int(time.time() * 1000))
+    if "amount" in values:
+        values["amount_minor"] = parse_amount(values.pop("amount"), str(values.get("currency", "")))
+    for name in ("amount_minor", "overdraft_limit_minor", "expires_at_ms", "timestamp_ms"):
+        if name in values:
+            values[name] = int(values[name])
+    return cls(**values)
+
+
+def produce(settings: Settings, kind: str, fields: list[str]) -> int:
+    from confluent_kafka import Producer
+
+    from app.codec import CommandCodec, SchemaRegistry
+    from app.kafka import confluent_producer_config
+
+    command = _build_command(kind, fields)
+    codec = CommandCodec(SchemaRegistry(settings.registry_url), settings.commands_topic)
+    producer = Producer(confluent_producer_config(settings))
+    delivered: list[object] = []
+    producer.produce(settings.commands_topic, key=command.wallet_id.encode(), value=codec.encode(command),
+                     on_delivery=lambda err, msg: delivered.append(err or msg))
+    producer.flush(10)
+    result = delivered[0] if delivered else "not delivered within 10 s"
+    if hasattr(result, "partition"):
+        print(f"{kind} {command.command_id} -> {settings.commands_topic}[{result.partition()}]@{result.offset()}")
         return 0
-    command, rest = args[0], args[1:]
-    if command == "stack":
+    print(f"produce failed: {result}", file=sys.stderr)
+    return 1
+
+
+def run(settings: Settings) -> int:
+    """`make run`: everything local, in the foreground; stops what it started on Ctrl-C or SIGTERM."""
+    from app import bootstrap, logs, worker
+    from ops.local import stack
+
+    started = stack.up(settings)
+    try:
+        bootstrap.init(settings)
+        logs.configure()
+        api_keys, dev_key = _api_keys(settings)
+
+        def announce() -> None:
+            base = f"http://{settings.http_host}:{settings.http_port}"
+            print(f"\nwallet is running:\n  API      {base}  (metrics {base}/metrics)", flush=True)
+            if dev_key:
+                print(f"  development API key (all scopes): {dev_key}")
+                print(f"  try: curl -H 'Authorization: Bearer {dev_key}' {base}/v1/wallets/<id>/balance")
+            print("  Ctrl-C stops the worker and the services this command started.\n", flush=True)
+
+        return worker.main(settings, set(worker.ROLES), instance=0, instances=1, api_keys=api_keys,
+                           on_ready=announce)
+    finally:
+        stack.down(settings, started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    settings = Settings.from_env()
+    if args.command == "stack":
         from ops.local import stack
 
-        return stack.main(rest, settings)
-    print(f"unknown command {command!r}", file=sys.stderr)
+        return stack.main([args.action, *args.services], settings)
+    if args.command == "init":
+        from app import bootstrap
+
+        bootstrap.init(settings)
+        return 0
+    if args.command == "worker":
+        from app import logs, worker
+
+        logs.configure(os.environ.get("WALLET_LOG_LEVEL", "INFO"))
+        roles = set(worker.ROLES) if not args.role or "all" in args.role else set(args.role)
+        api_keys = None
+        if "web" in roles:
+            api_keys, dev_key = _api_keys(settings)
+            if dev_key:
+                print(f"development API key (all scopes): {dev_key}", flush=True)
+        return worker.main(settings, roles, instance=args.instance, instances=args.instances, api_keys=api_keys)
+    if args.command == "run":
+        return run(settings)
+    if args.command == "produce":
+        return produce(settings, args.kind, args.fields)
     return 2
 
 

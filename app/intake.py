@@ -25,6 +25,8 @@ INVALID_FIELD = "INVALID_FIELD"
 KEY_MISMATCH = "KEY_MISMATCH"
 INTERNAL_KIND_REFUSED = "INTERNAL_KIND_REFUSED"
 DUPLICATE_COMMAND_CONFLICT = "DUPLICATE_COMMAND"
+# Kafka header of every event: the fingerprint of the command it answers (conflict checks after replay).
+FINGERPRINT_HEADER = "command.fingerprint"
 
 
 def fingerprint(command: c.CommandBase) -> str:

@@ -30,7 +30,10 @@ class CommandBase:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OpenWallet(CommandBase):
-    """Open a wallet in `currency` for `owner_id`; `overdraft_limit_minor` (minor units, >= 0) may be spent below zero."""
+    """Open a wallet in `currency` for `owner_id`.
+
+    overdraft_limit_minor: how far below zero the balance may go, minor units (>= 0).
+    """
 
     owner_id: str
     currency: str

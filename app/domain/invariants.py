@@ -63,9 +63,18 @@ def check_wallet(state: WalletState) -> None:
         raise InvariantViolation(f"{wallet}: last_hash {state.last_hash!r} is not 64 lowercase hex digits")
 
 
-def _check_carried_position(event: EventBase, version: int, balance: int, available: int, held: int, hash_: str) -> None:
-    carried = (event.version, event.balance_after_minor, event.available_after_minor, event.held_after_minor, event.hash)
-    expected = (version, balance, available, held, hash_)
+def _check_carried_position(
+    event: EventBase, version: int, balance_minor: int, available_minor: int, held_minor: int, hash_: str
+) -> None:
+    """The event must carry exactly this wallet position (version, money in minor units, chain value)."""
+    carried = (
+        event.version,
+        event.balance_after_minor,
+        event.available_after_minor,
+        event.held_after_minor,
+        event.hash,
+    )
+    expected = (version, balance_minor, available_minor, held_minor, hash_)
     if carried != expected:
         raise InvariantViolation(
             f"{event.wallet_id}: {type(event).__name__} {event.command_id!r} carries "
@@ -98,7 +107,9 @@ def check_transition(before: WalletState | None, event: EventBase, after: Wallet
         raise InvariantViolation(f"{event.wallet_id}: applied {type(event).__name__} left no wallet")
     version_expected = (0 if before is None else before.version) + 1
     if after.version != version_expected:
-        raise InvariantViolation(f"{event.wallet_id}: version {after.version} after an applied event, expected {version_expected}")
+        raise InvariantViolation(
+            f"{event.wallet_id}: version {after.version} after an applied event, expected {version_expected}"
+        )
     _check_carried_position(
         event, after.version, after.balance_minor, after.available_minor, after.held_minor, after.last_hash
     )

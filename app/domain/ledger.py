@@ -4,9 +4,10 @@ Both are pure: no clock (`now_ms` is the command's time), no randomness, no I/O.
 gives the same states and the same hashes on every machine.
 
 Decisions where the rules needed a choice (each reachable code is listed in `rejections.py`):
-- Checks run in this order: wallet exists → status → command-specific identity checks (self transfer) →
-  amount (INVALID_AMOUNT, CURRENCY_MISMATCH, LIMIT_EXCEEDED) → hold checks → funds. The first failing check
-  names the code.
+- Checks run in this order and the first failing one names the code: wallet exists → status → self
+  transfer → amount (INVALID_AMOUNT, then CURRENCY_MISMATCH, then LIMIT_EXCEEDED) → hold checks → funds.
+  CaptureHold finds its hold (HOLD_NOT_FOUND, HOLD_EXPIRED) before checking the amount, which defaults to
+  the hold's; an amount above the per-command maximum is LIMIT_EXCEEDED before HOLD_EXCEEDED.
 - A refund (`TransferRefund`) is applied whatever the wallet's status and whatever the per-command and
   balance maxima: it returns money that already left this wallet, and refusing it would strand it in transit.
   A CLOSED wallet can therefore hold a non-zero balance after a refund; nothing can move it out (every
@@ -179,19 +180,28 @@ def _check_amount(
 ) -> _Refusal | None:
     """INVALID_AMOUNT, CURRENCY_MISMATCH or LIMIT_EXCEEDED for an amount of `currency` moved on `state`."""
     if not _is_representable_positive(amount_minor):
-        return codes.INVALID_AMOUNT, f"amount_minor must be a positive integer at most {AMOUNT_MINOR_MAX}, got {amount_minor!r}"
+        return (
+            codes.INVALID_AMOUNT,
+            f"amount_minor must be a positive integer at most {AMOUNT_MINOR_MAX}, got {amount_minor!r}",
+        )
     if currency != state.currency:
         return codes.CURRENCY_MISMATCH, f"command currency {currency!r} is not the wallet currency {state.currency!r}"
     if per_command_max:
         amount_max_minor = limits.amount_max_minor(state.currency)
         if amount_minor > amount_max_minor:  # type: ignore[operator]  # int, checked above
-            return codes.LIMIT_EXCEEDED, f"amount_minor {amount_minor} exceeds the per-command maximum {amount_max_minor}"
+            return (
+                codes.LIMIT_EXCEEDED,
+                f"amount_minor {amount_minor} exceeds the per-command maximum {amount_max_minor}",
+            )
     return None
 
 
-def _check_balance_max(state: WalletState, balance_after_minor: int, limits: Limits) -> _Refusal | None:
+def _check_balance_max(balance_after_minor: int, limits: Limits) -> _Refusal | None:
     if balance_after_minor > limits.balance_max_minor:
-        return codes.LIMIT_EXCEEDED, f"balance would be {balance_after_minor}, above the maximum {limits.balance_max_minor}"
+        return (
+            codes.LIMIT_EXCEEDED,
+            f"balance would be {balance_after_minor}, above the maximum {limits.balance_max_minor}",
+        )
     return None
 
 
@@ -206,15 +216,36 @@ def _check_funds(state: WalletState, amount_minor: int) -> _Refusal | None:
 
 def _decide_open_wallet(state: WalletState | None, command: OpenWallet, now_ms: int, limits: Limits) -> Event:
     if state is not None:
-        return _reject(state, command, now_ms, (codes.WALLET_EXISTS, f"wallet {command.wallet_id!r} already exists ({state.status})"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.WALLET_EXISTS, f"wallet {command.wallet_id!r} already exists ({state.status})"),
+        )
     if not is_known_currency(command.currency):
         return _reject(state, command, now_ms, (codes.CURRENCY_MISMATCH, f"unknown currency {command.currency!r}"))
     overdraft = command.overdraft_limit_minor
     if type(overdraft) is not int or not 0 <= overdraft <= AMOUNT_MINOR_MAX:
-        return _reject(state, command, now_ms, (codes.INVALID_AMOUNT, f"overdraft_limit_minor must be an integer from 0 to {AMOUNT_MINOR_MAX}, got {overdraft!r}"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (
+                codes.INVALID_AMOUNT,
+                f"overdraft_limit_minor must be an integer from 0 to {AMOUNT_MINOR_MAX}, got {overdraft!r}",
+            ),
+        )
     amount_max_minor = limits.amount_max_minor(command.currency)
     if overdraft > amount_max_minor:
-        return _reject(state, command, now_ms, (codes.LIMIT_EXCEEDED, f"overdraft_limit_minor {overdraft} exceeds the per-command maximum {amount_max_minor}"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (
+                codes.LIMIT_EXCEEDED,
+                f"overdraft_limit_minor {overdraft} exceeds the per-command maximum {amount_max_minor}",
+            ),
+        )
     return _applied(
         WalletOpened,
         None,
@@ -232,7 +263,7 @@ def _decide_deposit(state: WalletState, command: Deposit, now_ms: int, limits: L
     if refusal := _require_active(state) or _check_amount(command.amount_minor, command.currency, state, limits):
         return _reject(state, command, now_ms, refusal)
     balance_after_minor = state.balance_minor + command.amount_minor
-    if refusal := _check_balance_max(state, balance_after_minor, limits):
+    if refusal := _check_balance_max(balance_after_minor, limits):
         return _reject(state, command, now_ms, refusal)
     return _applied(
         Deposited,
@@ -296,7 +327,12 @@ def _decide_transfer(state: WalletState, command: Transfer, now_ms: int, limits:
 def _decide_transfer_credit(state: WalletState | None, command: TransferCredit, now_ms: int, limits: Limits) -> Event:
     # Every refusal here becomes TransferCreditRejected (see _reject), which the relay refunds.
     if state is None:
-        return _reject(state, command, now_ms, (codes.WALLET_NOT_FOUND, f"destination wallet {command.wallet_id!r} not found"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.WALLET_NOT_FOUND, f"destination wallet {command.wallet_id!r} not found"),
+        )
     if refusal := _require_active(state):
         return _reject(state, command, now_ms, refusal)
     if command.source_wallet_id == state.wallet_id:
@@ -304,7 +340,7 @@ def _decide_transfer_credit(state: WalletState | None, command: TransferCredit, 
     if refusal := _check_amount(command.amount_minor, command.currency, state, limits):
         return _reject(state, command, now_ms, refusal)
     balance_after_minor = state.balance_minor + command.amount_minor
-    if refusal := _check_balance_max(state, balance_after_minor, limits):
+    if refusal := _check_balance_max(balance_after_minor, limits):
         return _reject(state, command, now_ms, refusal)
     return _applied(
         TransferCredited,
@@ -327,7 +363,12 @@ def _decide_transfer_refund(state: WalletState, command: TransferRefund, now_ms:
         return _reject(state, command, now_ms, refusal)
     balance_after_minor = state.balance_minor + command.amount_minor
     if balance_after_minor > AMOUNT_MINOR_MAX:
-        return _reject(state, command, now_ms, (codes.LIMIT_EXCEEDED, f"balance would be {balance_after_minor}, above {AMOUNT_MINOR_MAX} (Avro long)"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.LIMIT_EXCEEDED, f"balance would be {balance_after_minor}, above {AMOUNT_MINOR_MAX} (Avro long)"),
+        )
     return _applied(
         TransferRefunded,
         state,
@@ -348,13 +389,34 @@ def _decide_place_hold(state: WalletState, command: PlaceHold, now_ms: int, limi
         return _reject(state, command, now_ms, refusal)
     expires_at_ms = command.expires_at_ms
     if type(expires_at_ms) is not int or not -AMOUNT_MINOR_MAX - 1 <= expires_at_ms <= AMOUNT_MINOR_MAX:
-        return _reject(state, command, now_ms, (codes.INVALID_AMOUNT, f"expires_at_ms must be an integer time in ms fitting an Avro long, got {expires_at_ms!r}"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (
+                codes.INVALID_AMOUNT,
+                f"expires_at_ms must be an integer time in ms fitting an Avro long, got {expires_at_ms!r}",
+            ),
+        )
     if expires_at_ms <= now_ms:
-        return _reject(state, command, now_ms, (codes.HOLD_EXPIRED, f"expires_at_ms {expires_at_ms} is not after now {now_ms}"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.HOLD_EXPIRED, f"expires_at_ms {expires_at_ms} is not after now {now_ms}"),
+        )
     if state.find_hold(command.hold_id) is not None:
         return _reject(state, command, now_ms, (codes.DUPLICATE_COMMAND, f"hold {command.hold_id!r} is already open"))
     if len(state.holds) >= limits.holds_open_max:
-        return _reject(state, command, now_ms, (codes.TOO_MANY_HOLDS, f"wallet already has {len(state.holds)} open holds (maximum {limits.holds_open_max})"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (
+                codes.TOO_MANY_HOLDS,
+                f"wallet already has {len(state.holds)} open holds (maximum {limits.holds_open_max})",
+            ),
+        )
     if refusal := _check_funds(state, command.amount_minor):
         return _reject(state, command, now_ms, refusal)
     return _applied(
@@ -378,13 +440,23 @@ def _decide_capture_hold(state: WalletState, command: CaptureHold, now_ms: int, 
     if hold is None:
         return _reject(state, command, now_ms, (codes.HOLD_NOT_FOUND, f"no open hold {command.hold_id!r}"))
     if now_ms >= hold.expires_at_ms:
-        return _reject(state, command, now_ms, (codes.HOLD_EXPIRED, f"hold {hold.hold_id!r} expired at {hold.expires_at_ms}, now is {now_ms}"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.HOLD_EXPIRED, f"hold {hold.hold_id!r} expired at {hold.expires_at_ms}, now is {now_ms}"),
+        )
     amount_minor = hold.amount_minor if command.amount_minor is None else command.amount_minor
     # The capture is in the wallet's currency by construction: the hold was placed in it.
     if refusal := _check_amount(amount_minor, state.currency, state, limits):
         return _reject(state, command, now_ms, refusal)
     if amount_minor > hold.amount_minor:
-        return _reject(state, command, now_ms, (codes.HOLD_EXCEEDED, f"amount_minor {amount_minor} exceeds hold {hold.hold_id!r} of {hold.amount_minor}"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.HOLD_EXCEEDED, f"amount_minor {amount_minor} exceeds hold {hold.hold_id!r} of {hold.amount_minor}"),
+        )
     return _applied(
         HoldCaptured,
         state,
@@ -440,7 +512,12 @@ def _decide_unfreeze(state: WalletState, command: Unfreeze, now_ms: int, limits:
     if state.status != STATUS_FROZEN:
         return _reject(state, command, now_ms, (codes.DUPLICATE_COMMAND, "wallet is not frozen"))
     return _applied(
-        WalletUnfrozen, state, command, now_ms, balance_after_minor=state.balance_minor, held_after_minor=state.held_minor
+        WalletUnfrozen,
+        state,
+        command,
+        now_ms,
+        balance_after_minor=state.balance_minor,
+        held_after_minor=state.held_minor,
     )
 
 
@@ -448,7 +525,12 @@ def _decide_close(state: WalletState, command: Close, now_ms: int, limits: Limit
     if refusal := _require_not_closed(state):
         return _reject(state, command, now_ms, refusal)
     if state.balance_minor != 0 or state.holds:
-        return _reject(state, command, now_ms, (codes.BALANCE_NOT_ZERO, f"balance is {state.balance_minor} with {len(state.holds)} open holds"))
+        return _reject(
+            state,
+            command,
+            now_ms,
+            (codes.BALANCE_NOT_ZERO, f"balance is {state.balance_minor} with {len(state.holds)} open holds"),
+        )
     return _applied(WalletClosed, state, command, now_ms, balance_after_minor=0, held_after_minor=0)
 
 
@@ -481,17 +563,16 @@ def decide(state: WalletState | None, command: Command, now_ms: int, limits: Lim
     `InvariantViolation` if the decision would break an invariant (a bug).
     """
     command_type = type(command)
+    if command_type not in _DECIDERS_OF_ANY and command_type not in _DECIDERS_OF_EXISTING:
+        raise UnknownCommand(f"not a wallet command: {command_type.__name__}")
     if state is not None and state.wallet_id != command.wallet_id:
         raise WalletMismatch(f"command for {command.wallet_id!r} decided on the state of {state.wallet_id!r}")
     if command_type in _DECIDERS_OF_ANY:
         event = _DECIDERS_OF_ANY[command_type](state, command, now_ms, limits)
-    elif command_type in _DECIDERS_OF_EXISTING:
-        if state is None:
-            event = _reject(None, command, now_ms, (codes.WALLET_NOT_FOUND, f"wallet {command.wallet_id!r} not found"))
-        else:
-            event = _DECIDERS_OF_EXISTING[command_type](state, command, now_ms, limits)
+    elif state is None:
+        event = _reject(None, command, now_ms, (codes.WALLET_NOT_FOUND, f"wallet {command.wallet_id!r} not found"))
     else:
-        raise UnknownCommand(f"not a wallet command: {command_type.__name__}")
+        event = _DECIDERS_OF_EXISTING[command_type](state, command, now_ms, limits)
     # Evolve the decided event through the independent fold and check the result: a decision that would
     # break an invariant is a bug and must stop the worker, not reach the log.
     check_transition(state, event, evolve(state, event))
@@ -504,7 +585,9 @@ def decide(state: WalletState | None, command: Command, now_ms: int, limits: Lim
 def _hold_of(state: WalletState, event: HoldCaptured | HoldReleased) -> Hold:
     hold = state.find_hold(event.hold_id)
     if hold is None:
-        raise EventNotApplicable(f"{state.wallet_id}: {type(event).__name__} v{event.version} of unknown hold {event.hold_id!r}")
+        raise EventNotApplicable(
+            f"{state.wallet_id}: {type(event).__name__} v{event.version} of unknown hold {event.hold_id!r}"
+        )
     return hold
 
 
@@ -520,14 +603,18 @@ def _evolve_existing(state: WalletState, event: EventBase) -> WalletState:
         return replace(state, balance_minor=state.balance_minor - event.amount_minor)
     if isinstance(event, HoldPlaced):
         if state.find_hold(event.hold_id) is not None:
-            raise EventNotApplicable(f"{state.wallet_id}: HoldPlaced v{event.version} of already open hold {event.hold_id!r}")
+            raise EventNotApplicable(
+                f"{state.wallet_id}: HoldPlaced v{event.version} of already open hold {event.hold_id!r}"
+            )
         hold = Hold(hold_id=event.hold_id, amount_minor=event.amount_minor, expires_at_ms=event.expires_at_ms)
         holds = tuple(sorted((*state.holds, hold), key=lambda h: h.hold_id))
         return replace(state, held_minor=state.held_minor + event.amount_minor, holds=holds)
     if isinstance(event, HoldCaptured):
         hold = _hold_of(state, event)
         if event.amount_minor + event.released_minor != hold.amount_minor:
-            raise EventNotApplicable(f"{state.wallet_id}: HoldCaptured v{event.version} does not add up to hold {hold.hold_id!r}")
+            raise EventNotApplicable(
+                f"{state.wallet_id}: HoldCaptured v{event.version} does not add up to hold {hold.hold_id!r}"
+            )
         return replace(
             state,
             balance_minor=state.balance_minor - event.amount_minor,
@@ -537,7 +624,9 @@ def _evolve_existing(state: WalletState, event: EventBase) -> WalletState:
     if isinstance(event, HoldReleased):
         hold = _hold_of(state, event)
         if event.amount_minor != hold.amount_minor:
-            raise EventNotApplicable(f"{state.wallet_id}: HoldReleased v{event.version} amount is not hold {hold.hold_id!r}'s")
+            raise EventNotApplicable(
+                f"{state.wallet_id}: HoldReleased v{event.version} amount is not hold {hold.hold_id!r}'s"
+            )
         return replace(state, held_minor=state.held_minor - hold.amount_minor, holds=_without_hold(state, hold.hold_id))
     if isinstance(event, WalletFrozen):
         return replace(state, status=STATUS_FROZEN)
@@ -560,7 +649,9 @@ def evolve(state: WalletState | None, event: EventBase) -> WalletState | None:
         return state
     version_expected = (0 if state is None else state.version) + 1
     if event.version != version_expected:
-        raise EventNotApplicable(f"{event.wallet_id}: {type(event).__name__} has version {event.version}, expected {version_expected}")
+        raise EventNotApplicable(
+            f"{event.wallet_id}: {type(event).__name__} has version {event.version}, expected {version_expected}"
+        )
     if isinstance(event, WalletOpened):
         if state is not None:
             raise EventNotApplicable(f"{event.wallet_id}: WalletOpened of an existing wallet")
@@ -616,7 +707,11 @@ def verify_chain(events: Iterable[EventBase]) -> None:
         if wallet_id is None:
             wallet_id = event.wallet_id
         elif event.wallet_id != wallet_id:
-            raise ChainBroken(version=version_at, position=position, detail=f"event of wallet {event.wallet_id!r} in the stream of {wallet_id!r}")
+            raise ChainBroken(
+                version=version_at,
+                position=position,
+                detail=f"event of wallet {event.wallet_id!r} in the stream of {wallet_id!r}",
+            )
         if is_applied(event):
             if event.version != version_at:
                 raise ChainBroken(version=version_at, position=position, detail=f"event has version {event.version!r}")
@@ -626,7 +721,9 @@ def verify_chain(events: Iterable[EventBase]) -> None:
             except DomainError as error:
                 raise ChainBroken(version=version_at, position=position, detail=str(error)) from error
             if event.hash != hash_expected:
-                raise ChainBroken(version=version_at, position=position, detail=f"hash {event.hash!r} is not {hash_expected}")
+                raise ChainBroken(
+                    version=version_at, position=position, detail=f"hash {event.hash!r} is not {hash_expected}"
+                )
         try:
             after = evolve(state, event)
             check_transition(state, event, after)

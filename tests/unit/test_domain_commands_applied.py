@@ -65,7 +65,12 @@ def test_open_wallet_creates_an_active_wallet_at_zero_chained_to_genesis() -> No
     ledger = Ledger()
     event = ledger.send(OpenWallet, "w1", owner_id="alice", currency="JPY", overdraft_limit_minor=500)
     assert isinstance(event, ev.WalletOpened)
-    assert (event.version, event.balance_after_minor, event.available_after_minor, event.held_after_minor) == (1, 0, 500, 0)
+    assert (event.version, event.balance_after_minor, event.available_after_minor, event.held_after_minor) == (
+        1,
+        0,
+        500,
+        0,
+    )
     assert event.owner_id == "alice" and event.currency == "JPY" and event.overdraft_limit_minor == 500
     assert event.hash != GENESIS_HASH and len(event.hash) == 64
     assert ledger.states["w1"] == WalletState(
@@ -101,16 +106,29 @@ def test_withdraw_decreases_balance_and_may_use_the_overdraft() -> None:
 
 def test_transfer_debits_the_source_with_the_command_id_as_transfer_id() -> None:
     ledger = opened(balance_minor=1_000)
-    event = ledger.send(Transfer, "w1", command_id="t-1", destination_wallet_id="w2", amount_minor=300, currency="EUR", reference="rent")
+    event = ledger.send(
+        Transfer, "w1", command_id="t-1", destination_wallet_id="w2", amount_minor=300, currency="EUR", reference="rent"
+    )
     assert isinstance(event, ev.TransferDebited)
-    assert (event.transfer_id, event.destination_wallet_id, event.amount_minor, event.reference) == ("t-1", "w2", 300, "rent")
+    assert (event.transfer_id, event.destination_wallet_id, event.amount_minor, event.reference) == (
+        "t-1",
+        "w2",
+        300,
+        "rent",
+    )
     assert event.balance_after_minor == 700
 
 
 def test_transfer_credit_credits_the_destination() -> None:
     ledger = opened()
     event = ledger.send(
-        TransferCredit, "w1", command_id=credit_command_id("t-1"), transfer_id="t-1", source_wallet_id="w0", amount_minor=300, currency="EUR"
+        TransferCredit,
+        "w1",
+        command_id=credit_command_id("t-1"),
+        transfer_id="t-1",
+        source_wallet_id="w0",
+        amount_minor=300,
+        currency="EUR",
     )
     assert isinstance(event, ev.TransferCredited)
     assert (event.transfer_id, event.source_wallet_id, event.command_id) == ("t-1", "w0", "t-1:credit")
@@ -213,4 +231,9 @@ def test_leg_command_ids_are_derived_deterministically() -> None:
     assert credit_command_id("t-1") == "t-1:credit"
     assert refund_command_id("t-1") == "t-1:refund"
     assert expiry_command_id("w1", "h-1") == "w1:h-1:expire"
-    assert Transfer(command_id="t-1", wallet_id="w1", timestamp_ms=0, destination_wallet_id="w2", amount_minor=1, currency="EUR").transfer_id == "t-1"
+    assert (
+        Transfer(
+            command_id="t-1", wallet_id="w1", timestamp_ms=0, destination_wallet_id="w2", amount_minor=1, currency="EUR"
+        ).transfer_id
+        == "t-1"
+    )

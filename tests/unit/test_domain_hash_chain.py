@@ -36,13 +36,25 @@ def history() -> list[EventBase]:
     """One wallet's events covering every applied kind and both outcome-only kinds."""
     later_ms = NOW_MS + 60_000
     commands: list[tuple[type[CommandBase], dict[str, Any]]] = [
-        (TransferCredit, {"transfer_id": "t-0", "source_wallet_id": "w0", "amount_minor": 5, "currency": "EUR"}),  # refused: no wallet yet
+        (
+            TransferCredit,
+            {"transfer_id": "t-0", "source_wallet_id": "w0", "amount_minor": 5, "currency": "EUR"},
+        ),  # refused: no wallet yet
         (OpenWallet, {"owner_id": "alice", "currency": "EUR", "overdraft_limit_minor": 100}),
         (Deposit, {"amount_minor": 10_000, "currency": "EUR", "reference": "r", "description": "café"}),
         (Withdraw, {"amount_minor": 1_000, "currency": "EUR"}),
         (Withdraw, {"amount_minor": 1_000_000, "currency": "EUR"}),  # refused: insufficient funds
         (Transfer, {"destination_wallet_id": "w2", "amount_minor": 500, "currency": "EUR", "reference": "rent"}),
-        (TransferRefund, {"transfer_id": "cmd-5", "destination_wallet_id": "w2", "amount_minor": 500, "currency": "EUR", "reason_code": "WALLET_FROZEN"}),
+        (
+            TransferRefund,
+            {
+                "transfer_id": "cmd-5",
+                "destination_wallet_id": "w2",
+                "amount_minor": 500,
+                "currency": "EUR",
+                "reason_code": "WALLET_FROZEN",
+            },
+        ),
         (TransferCredit, {"transfer_id": "t-9", "source_wallet_id": "w3", "amount_minor": 250, "currency": "EUR"}),
         (PlaceHold, {"hold_id": "h1", "amount_minor": 300, "currency": "EUR", "expires_at_ms": later_ms}),
         (PlaceHold, {"hold_id": "h2", "amount_minor": 200, "currency": "EUR", "expires_at_ms": later_ms}),
@@ -56,7 +68,9 @@ def history() -> list[EventBase]:
     state: WalletState | None = None
     events: list[EventBase] = []
     for number, (command_type, command_fields) in enumerate(commands):
-        command = command_type(command_id=f"cmd-{number}", wallet_id="w1", timestamp_ms=NOW_MS + number, **command_fields)
+        command = command_type(
+            command_id=f"cmd-{number}", wallet_id="w1", timestamp_ms=NOW_MS + number, **command_fields
+        )
         [event] = decide(state, command, command.timestamp_ms)  # type: ignore[arg-type]
         state = evolve(state, event)
         events.append(event)
@@ -88,7 +102,9 @@ def _altered(value: object) -> object:
 
 
 def _tamper_cases() -> list[tuple[int, str]]:
-    return [(index, field.name) for index, event in enumerate(history()) if is_applied(event) for field in fields(event)]
+    return [
+        (index, field.name) for index, event in enumerate(history()) if is_applied(event) for field in fields(event)
+    ]
 
 
 @pytest.mark.parametrize(("index", "field_name"), _tamper_cases())
@@ -102,7 +118,9 @@ def test_tampering_any_field_of_an_applied_event_breaks_the_chain_at_its_version
     assert broken.value.position == index
 
 
-@pytest.mark.parametrize("field_name", ["version", "balance_after_minor", "available_after_minor", "held_after_minor", "hash"])
+@pytest.mark.parametrize(
+    "field_name", ["version", "balance_after_minor", "available_after_minor", "held_after_minor", "hash"]
+)
 def test_tampering_the_position_of_an_outcome_only_event_breaks_the_stream(field_name: str) -> None:
     events = history()
     index = 4  # the refused withdrawal, at version 3

@@ -10,9 +10,9 @@ import pytest
 from app.domain.commands import Deposit, OpenWallet, PlaceHold, Withdraw
 from app.domain.errors import DomainError, EventNotApplicable, InvariantViolation, WalletMismatch
 from app.domain.events import CommandRejected, EventBase, HoldCaptured, HoldReleased
+from app.domain.invariants import check_transition, check_wallet
 from app.domain.ledger import decide, evolve, replay
 from app.domain.state import Hold, WalletState
-from app.domain.invariants import check_transition, check_wallet
 
 NOW_MS = 1_700_000_000_000
 
@@ -32,7 +32,15 @@ def opened_with_hold() -> tuple[WalletState, list[EventBase]]:
     return run(
         OpenWallet(command_id="c1", wallet_id="w1", timestamp_ms=NOW_MS, owner_id="o", currency="EUR"),
         Deposit(command_id="c2", wallet_id="w1", timestamp_ms=NOW_MS, amount_minor=1_000, currency="EUR"),
-        PlaceHold(command_id="c3", wallet_id="w1", timestamp_ms=NOW_MS, hold_id="h", amount_minor=400, currency="EUR", expires_at_ms=NOW_MS + 1),
+        PlaceHold(
+            command_id="c3",
+            wallet_id="w1",
+            timestamp_ms=NOW_MS,
+            hold_id="h",
+            amount_minor=400,
+            currency="EUR",
+            expires_at_ms=NOW_MS + 1,
+        ),
     )
 
 
@@ -55,8 +63,18 @@ def test_invariant_violation_is_a_domain_error() -> None:
         {"balance_minor": 2**63},
         {"balance_minor": 1.5},
         {"balance_minor": 399},  # available = 399 - 400 < 0
-        {"holds": (Hold(hold_id="h", amount_minor=400, expires_at_ms=1), Hold(hold_id="h", amount_minor=0, expires_at_ms=1))},
-        {"holds": (Hold(hold_id="b", amount_minor=200, expires_at_ms=1), Hold(hold_id="a", amount_minor=200, expires_at_ms=1))},
+        {
+            "holds": (
+                Hold(hold_id="h", amount_minor=400, expires_at_ms=1),
+                Hold(hold_id="h", amount_minor=0, expires_at_ms=1),
+            )
+        },
+        {
+            "holds": (
+                Hold(hold_id="b", amount_minor=200, expires_at_ms=1),
+                Hold(hold_id="a", amount_minor=200, expires_at_ms=1),
+            )
+        },
         {"status": "CLOSED"},  # closed with an open hold
         {"last_hash": "xyz"},
     ],
@@ -76,12 +94,18 @@ def test_check_transition_rejects_a_skipped_version() -> None:
 def test_check_transition_rejects_carried_balances_that_differ_from_the_fold() -> None:
     state, events = opened_with_hold()
     with pytest.raises(InvariantViolation):
-        check_transition(evolve(evolve(None, events[0]), events[1]), replace(events[2], available_after_minor=1_000), state)
+        check_transition(
+            evolve(evolve(None, events[0]), events[1]), replace(events[2], available_after_minor=1_000), state
+        )
 
 
 def test_check_transition_rejects_an_outcome_only_event_that_changed_the_wallet() -> None:
     state, _ = opened_with_hold()
-    [rejected] = decide(state, Withdraw(command_id="c4", wallet_id="w1", timestamp_ms=NOW_MS, amount_minor=10**6, currency="EUR"), NOW_MS)
+    [rejected] = decide(
+        state,
+        Withdraw(command_id="c4", wallet_id="w1", timestamp_ms=NOW_MS, amount_minor=10**6, currency="EUR"),
+        NOW_MS,
+    )
     assert isinstance(rejected, CommandRejected)
     with pytest.raises(InvariantViolation):
         check_transition(state, rejected, replace(state, balance_minor=0))
@@ -89,7 +113,11 @@ def test_check_transition_rejects_an_outcome_only_event_that_changed_the_wallet(
 
 def test_evolve_returns_the_same_state_for_an_outcome_only_event() -> None:
     state, _ = opened_with_hold()
-    [rejected] = decide(state, Withdraw(command_id="c4", wallet_id="w1", timestamp_ms=NOW_MS, amount_minor=10**6, currency="EUR"), NOW_MS)
+    [rejected] = decide(
+        state,
+        Withdraw(command_id="c4", wallet_id="w1", timestamp_ms=NOW_MS, amount_minor=10**6, currency="EUR"),
+        NOW_MS,
+    )
     assert evolve(state, rejected) is state
     assert evolve(None, replace(rejected, version=0)) is None
 
@@ -112,13 +140,26 @@ def test_evolve_refuses_events_before_the_wallet_opened_and_a_second_opening() -
 
 def test_evolve_refuses_a_capture_or_release_of_an_unknown_or_different_hold() -> None:
     state, events = opened_with_hold()
-    common = {field: getattr(events[2], field) for field in ("wallet_id", "command_id", "timestamp_ms", "balance_after_minor", "available_after_minor", "held_after_minor", "hash")}
+    common = {
+        field: getattr(events[2], field)
+        for field in (
+            "wallet_id",
+            "command_id",
+            "timestamp_ms",
+            "balance_after_minor",
+            "available_after_minor",
+            "held_after_minor",
+            "hash",
+        )
+    }
     with pytest.raises(EventNotApplicable):
         evolve(state, HoldReleased(**common, version=4, hold_id="other", amount_minor=400, currency="EUR", reason=""))
     with pytest.raises(EventNotApplicable):
         evolve(state, HoldReleased(**common, version=4, hold_id="h", amount_minor=300, currency="EUR", reason=""))
     with pytest.raises(EventNotApplicable):
-        evolve(state, HoldCaptured(**common, version=4, hold_id="h", amount_minor=300, currency="EUR", released_minor=0))
+        evolve(
+            state, HoldCaptured(**common, version=4, hold_id="h", amount_minor=300, currency="EUR", released_minor=0)
+        )
 
 
 def test_evolve_refuses_another_wallets_event() -> None:

@@ -29,7 +29,9 @@ def test_amount_minor_max_is_the_avro_long_bound() -> None:
     assert AMOUNT_MINOR_MAX == 2**63 - 1
 
 
-@pytest.mark.parametrize(("currency", "amount_max_minor"), [("EUR", 100_000_000), ("JPY", 1_000_000), ("BHD", 1_000_000_000)])
+@pytest.mark.parametrize(
+    ("currency", "amount_max_minor"), [("EUR", 100_000_000), ("JPY", 1_000_000), ("BHD", 1_000_000_000)]
+)
 def test_default_per_command_maximum_is_one_million_major_units(currency: str, amount_max_minor: int) -> None:
     assert DEFAULT_LIMITS.amount_max_minor(currency) == amount_max_minor
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from app.domain.errors import UnknownCommand, WalletMismatch
 from app.domain.events import CommandRejected, EventBase, TransferCreditRejected, TransferRefunded, is_applied
 from app.domain.hashing import GENESIS_HASH
 from app.domain.ledger import decide, evolve
-from app.domain.limits import Limits
+from app.domain.limits import DEFAULT_LIMITS, Limits
 from app.domain.state import WalletState
 
 NOW_MS = 1_700_000_000_000
@@ -37,7 +38,7 @@ LATER_MS = NOW_MS + 60_000
 class Ledger:
     """Decides and evolves commands against in-memory wallets, like the processor does, for tests."""
 
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.states: dict[str, WalletState] = {}
         self.limits = limits
         self.now_ms = NOW_MS
@@ -45,7 +46,9 @@ class Ledger:
 
     def send(self, command_type: type[CommandBase], wallet_id: str, **fields: Any) -> EventBase:
         self._commands_sent += 1
-        command = command_type(command_id=f"cmd-{self._commands_sent}", wallet_id=wallet_id, timestamp_ms=self.now_ms, **fields)
+        command = command_type(
+            command_id=f"cmd-{self._commands_sent}", wallet_id=wallet_id, timestamp_ms=self.now_ms, **fields
+        )
         [event] = decide(self.states.get(wallet_id), command, self.now_ms, self.limits)  # type: ignore[arg-type]
         after = evolve(self.states.get(wallet_id), event)
         if after is not None:
@@ -60,11 +63,22 @@ class Ledger:
 
 
 def credit_leg(amount_minor: int = 100, currency: str = "EUR", source_wallet_id: str = "w0") -> dict[str, Any]:
-    return {"transfer_id": "t-1", "source_wallet_id": source_wallet_id, "amount_minor": amount_minor, "currency": currency}
+    return {
+        "transfer_id": "t-1",
+        "source_wallet_id": source_wallet_id,
+        "amount_minor": amount_minor,
+        "currency": currency,
+    }
 
 
 def refund_leg(amount_minor: int = 100, currency: str = "EUR") -> dict[str, Any]:
-    return {"transfer_id": "t-1", "destination_wallet_id": "w2", "amount_minor": amount_minor, "currency": currency, "reason_code": "WALLET_FROZEN"}
+    return {
+        "transfer_id": "t-1",
+        "destination_wallet_id": "w2",
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "reason_code": "WALLET_FROZEN",
+    }
 
 
 def hold(hold_id: str = "h", amount_minor: int = 100, expires_at_ms: int = LATER_MS) -> dict[str, Any]:
@@ -104,7 +118,11 @@ def _invalid_amount() -> EventBase:
 
 
 def _self_transfer() -> EventBase:
-    return Ledger().open(balance_minor=100).send(Transfer, "w1", destination_wallet_id="w1", amount_minor=1, currency="EUR")
+    return (
+        Ledger()
+        .open(balance_minor=100)
+        .send(Transfer, "w1", destination_wallet_id="w1", amount_minor=1, currency="EUR")
+    )
 
 
 def _hold_not_found() -> EventBase:
@@ -179,7 +197,13 @@ def test_rejection_carries_the_current_position_and_changes_nothing() -> None:
     before = ledger.states["w1"]
     event = ledger.send(Withdraw, "w1", amount_minor=101, currency="EUR")
     assert isinstance(event, CommandRejected) and event.command_kind == "Withdraw"
-    assert (event.version, event.balance_after_minor, event.available_after_minor, event.held_after_minor, event.hash) == (
+    assert (
+        event.version,
+        event.balance_after_minor,
+        event.available_after_minor,
+        event.held_after_minor,
+        event.hash,
+    ) == (
         before.version,
         100,
         100,
@@ -191,7 +215,13 @@ def test_rejection_carries_the_current_position_and_changes_nothing() -> None:
 
 def test_rejection_for_a_missing_wallet_carries_version_zero_and_the_genesis_hash() -> None:
     event = _wallet_not_found()
-    assert (event.version, event.balance_after_minor, event.available_after_minor, event.held_after_minor, event.hash) == (0, 0, 0, 0, GENESIS_HASH)
+    assert (
+        event.version,
+        event.balance_after_minor,
+        event.available_after_minor,
+        event.held_after_minor,
+        event.hash,
+    ) == (0, 0, 0, 0, GENESIS_HASH)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +239,9 @@ def test_rejection_for_a_missing_wallet_carries_version_zero_and_the_genesis_has
         (Close, {}),
     ],
 )
-def test_every_command_but_open_and_credit_on_a_missing_wallet_is_wallet_not_found(command_type: type[CommandBase], fields: dict[str, Any]) -> None:
+def test_every_command_but_open_and_credit_on_a_missing_wallet_is_wallet_not_found(
+    command_type: type[CommandBase], fields: dict[str, Any]
+) -> None:
     event = Ledger().send(command_type, "nobody", **fields)
     assert isinstance(event, CommandRejected) and event.code == codes.WALLET_NOT_FOUND
 
@@ -227,7 +259,9 @@ def test_credit_to_a_missing_wallet_is_a_credit_rejection_for_the_relay_to_refun
 
 
 @pytest.mark.parametrize("status_command", [None, Freeze, Close])
-def test_open_wallet_on_an_existing_wallet_of_any_status_is_wallet_exists(status_command: type[CommandBase] | None) -> None:
+def test_open_wallet_on_an_existing_wallet_of_any_status_is_wallet_exists(
+    status_command: type[CommandBase] | None,
+) -> None:
     ledger = Ledger().open()
     if status_command is not None:
         ledger.send(status_command, "w1")
@@ -271,7 +305,12 @@ STATUS_RULES = [
     # (wallet, command, fields, expected code or None when applied)
     (frozen_wallet_with_a_hold, Deposit, {"amount_minor": 1, "currency": "EUR"}, codes.WALLET_FROZEN),
     (frozen_wallet_with_a_hold, Withdraw, {"amount_minor": 1, "currency": "EUR"}, codes.WALLET_FROZEN),
-    (frozen_wallet_with_a_hold, Transfer, {"destination_wallet_id": "w2", "amount_minor": 1, "currency": "EUR"}, codes.WALLET_FROZEN),
+    (
+        frozen_wallet_with_a_hold,
+        Transfer,
+        {"destination_wallet_id": "w2", "amount_minor": 1, "currency": "EUR"},
+        codes.WALLET_FROZEN,
+    ),
     (frozen_wallet_with_a_hold, PlaceHold, hold("h2", 1), codes.WALLET_FROZEN),
     (frozen_wallet_with_a_hold, CaptureHold, {"hold_id": "h"}, codes.WALLET_FROZEN),
     (frozen_wallet_with_a_hold, Freeze, {}, codes.WALLET_FROZEN),
@@ -281,7 +320,12 @@ STATUS_RULES = [
     (frozen_wallet_with_a_hold, TransferRefund, refund_leg(), None),
     (closed_wallet, Deposit, {"amount_minor": 1, "currency": "EUR"}, codes.WALLET_CLOSED),
     (closed_wallet, Withdraw, {"amount_minor": 1, "currency": "EUR"}, codes.WALLET_CLOSED),
-    (closed_wallet, Transfer, {"destination_wallet_id": "w2", "amount_minor": 1, "currency": "EUR"}, codes.WALLET_CLOSED),
+    (
+        closed_wallet,
+        Transfer,
+        {"destination_wallet_id": "w2", "amount_minor": 1, "currency": "EUR"},
+        codes.WALLET_CLOSED,
+    ),
     (closed_wallet, PlaceHold, hold(), codes.WALLET_CLOSED),
     (closed_wallet, CaptureHold, {"hold_id": "h"}, codes.WALLET_CLOSED),
     (closed_wallet, ReleaseHold, {"hold_id": "h"}, codes.WALLET_CLOSED),
@@ -307,8 +351,12 @@ def test_status_rules_of_frozen_and_closed_wallets(
         assert isinstance(event, CommandRejected) and event.code == code
 
 
-@pytest.mark.parametrize(("make_wallet", "code"), [(frozen_wallet_with_a_hold, codes.WALLET_FROZEN), (closed_wallet, codes.WALLET_CLOSED)])
-def test_credit_to_a_frozen_or_closed_wallet_is_a_credit_rejection(make_wallet: Callable[[], Ledger], code: str) -> None:
+@pytest.mark.parametrize(
+    ("make_wallet", "code"), [(frozen_wallet_with_a_hold, codes.WALLET_FROZEN), (closed_wallet, codes.WALLET_CLOSED)]
+)
+def test_credit_to_a_frozen_or_closed_wallet_is_a_credit_rejection(
+    make_wallet: Callable[[], Ledger], code: str
+) -> None:
     event = make_wallet().send(TransferCredit, "w1", **credit_leg())
     assert isinstance(event, TransferCreditRejected) and event.code == code
 
@@ -377,7 +425,11 @@ def test_unfreeze_of_an_active_wallet_is_a_duplicate_command() -> None:
 
 
 def test_transfer_over_available_is_insufficient_funds() -> None:
-    event = Ledger().open(balance_minor=100).send(Transfer, "w1", destination_wallet_id="w2", amount_minor=101, currency="EUR")
+    event = (
+        Ledger()
+        .open(balance_minor=100)
+        .send(Transfer, "w1", destination_wallet_id="w2", amount_minor=101, currency="EUR")
+    )
     assert isinstance(event, CommandRejected) and event.code == codes.INSUFFICIENT_FUNDS
 
 
@@ -446,6 +498,9 @@ def test_close_with_a_negative_balance_is_balance_not_zero() -> None:
 def test_decide_refuses_a_non_command_as_a_fault() -> None:
     with pytest.raises(UnknownCommand):
         decide(None, object(), NOW_MS)  # type: ignore[arg-type]
+    state = Ledger().open("w1").states["w1"]
+    with pytest.raises(UnknownCommand):
+        decide(state, object(), NOW_MS)  # type: ignore[arg-type]
 
 
 def test_decide_refuses_another_wallets_state_as_a_fault() -> None:

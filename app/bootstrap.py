@@ -1,0 +1,37 @@
+"""`wallet init`: everything a fresh stack needs before workers start (idempotent)."""
+
+from __future__ import annotations
+
+from app.settings import REPO_ROOT, Settings
+
+
+def migrate(settings: Settings) -> None:
+    """Run the Alembic migrations of the MySQL read model up to head."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    config.attributes["url"] = settings.mysql_dsn.replace("+aiomysql", "+pymysql")
+    command.upgrade(config, "head")
+
+
+def register_schemas(settings: Settings) -> dict[str, int]:
+    """Register the command and event schemas under each topic's subject (BACKWARD compatible)."""
+    from app.codec import CommandCodec, EventCodec, SchemaRegistry
+
+    registry = SchemaRegistry(settings.registry_url)
+    codecs = [CommandCodec(registry, settings.commands_topic), CommandCodec(registry, settings.transfer_legs_topic),
+              EventCodec(registry, settings.events_topic)]
+    return {codec.subject: codec.schema_id for codec in codecs}
+
+
+def init(settings: Settings) -> None:
+    from app.topics import check_partitions, create_topics
+
+    created = create_topics(settings)
+    check_partitions(settings)
+    subjects = register_schemas(settings)
+    migrate(settings)
+    print(f"init: topics created {created or 'none (all existed)'}; schemas {subjects}; MySQL migrated",
+          flush=True)

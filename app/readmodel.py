@@ -1,0 +1,182 @@
+"""The MySQL read model: table definitions (SQLAlchemy Core) and how events become rows.
+
+The schema is created and changed only by Alembic migrations (`migrations/`); these definitions are
+what the sink writes and the API reads, and a test checks they match the migrated database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
+
+from app.domain import events as e
+
+metadata = MetaData()
+
+wallets = Table(
+    "wallets", metadata,
+    Column("wallet_id", String(64), primary_key=True),
+    Column("owner_id", String(1024), nullable=False, server_default=""),
+    Column("currency", String(3), nullable=False, server_default=""),
+    Column("status", String(16), nullable=False, server_default="ACTIVE"),
+    Column("balance_minor", BigInteger, nullable=False),
+    Column("available_minor", BigInteger, nullable=False),
+    Column("held_minor", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries", metadata,
+    Column("wallet_id", String(64), primary_key=True),
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("command_id", String(160), nullable=False),
+    Column("kind", String(32), nullable=False),
+    # Signed change of the balance in minor units (0 for holds, freezes).
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False, server_default=""),
+    Column("balance_after_minor", BigInteger, nullable=False),
+    Column("available_after_minor", BigInteger, nullable=False),
+    Column("held_after_minor", BigInteger, nullable=False),
+    Column("counterparty_wallet_id", String(64), nullable=True),
+    Column("transfer_id", String(160), nullable=True),
+    Column("hold_id", String(64), nullable=True),
+    Column("reference", String(1024), nullable=False, server_default=""),
+    Column("hash", String(64), nullable=False),
+    Column("event_time_ms", BigInteger, nullable=False),
+    Index("ix_ledger_entries_wallet_time", "wallet_id", "event_time_ms", "version"),
+)
+
+transfers = Table(
+    "transfers", metadata,
+    Column("transfer_id", String(160), primary_key=True),
+    Column("source_wallet_id", String(64), nullable=False),
+    Column("destination_wallet_id", String(64), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | completed | refunded
+    Column("reason_code", String(32), nullable=True),
+    Column("created_at_ms", BigInteger, nullable=True),
+    Column("completed_at_ms", BigInteger, nullable=True),
+    Column("refunded_at_ms", BigInteger, nullable=True),
+)
+
+command_outcomes = Table(
+    "command_outcomes", metadata,
+    Column("command_id", String(160), primary_key=True),
+    Column("wallet_id", String(64), nullable=False),
+    Column("event_kind", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),  # applied | rejected
+    Column("code", String(32), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("version", BigInteger, nullable=False),
+    Column("fingerprint", String(32), nullable=False, server_default=""),
+    Column("event_time_ms", BigInteger, nullable=False),
+    Index("ix_command_outcomes_wallet", "wallet_id"),
+)
+
+_BALANCE_DELTA_SIGN = {
+    e.Deposited: 1, e.TransferCredited: 1, e.TransferRefunded: 1,
+    e.Withdrawn: -1, e.TransferDebited: -1, e.HoldCaptured: -1,
+}
+_REJECTIONS = (e.CommandRejected, e.TransferCreditRejected)
+
+
+def ledger_row(event: e.EventBase) -> dict[str, Any]:
+    """The `ledger_entries` row of an applied event."""
+    sign = _BALANCE_DELTA_SIGN.get(type(event), 0)
+    counterparty = getattr(event, "destination_wallet_id", None) or getattr(event, "source_wallet_id", None)
+    return {
+        "wallet_id": event.wallet_id, "version": event.version, "command_id": event.command_id,
+        "kind": type(event).__name__, "amount_minor": sign * getattr(event, "amount_minor", 0),
+        "currency": getattr(event, "currency", ""), "balance_after_minor": event.balance_after_minor,
+        "available_after_minor": event.available_after_minor, "held_after_minor": event.held_after_minor,
+        "counterparty_wallet_id": counterparty, "transfer_id": getattr(event, "transfer_id", None),
+        "hold_id": getattr(event, "hold_id", None), "reference": getattr(event, "reference", ""),
+        "hash": event.hash, "event_time_ms": event.timestamp_ms,
+    }
+
+
+def outcome_row(event: e.EventBase, fingerprint: str) -> dict[str, Any]:
+    rejected = isinstance(event, _REJECTIONS)
+    return {
+        "command_id": event.command_id, "wallet_id": event.wallet_id, "event_kind": type(event).__name__,
+        "outcome": "rejected" if rejected else "applied", "code": getattr(event, "code", None),
+        "detail": getattr(event, "detail", None), "version": event.version, "fingerprint": fingerprint,
+        "event_time_ms": event.timestamp_ms,
+    }
+
+
+def transfer_row(event: e.EventBase) -> dict[str, Any] | None:
+    """The `transfers` row an event creates or moves forward (None for other events)."""
+    if isinstance(event, e.TransferDebited):
+        source, destination, status = event.wallet_id, event.destination_wallet_id, "pending"
+    elif isinstance(event, e.TransferCredited):
+        source, destination, status = event.source_wallet_id, event.wallet_id, "completed"
+    elif isinstance(event, e.TransferRefunded):
+        source, destination, status = event.wallet_id, event.destination_wallet_id, "refunded"
+    else:
+        return None
+    return {
+        "transfer_id": event.transfer_id, "source_wallet_id": source, "destination_wallet_id": destination,
+        "amount_minor": event.amount_minor, "currency": event.currency, "status": status,
+        "reason_code": getattr(event, "reason_code", None),
+        "created_at_ms": event.timestamp_ms if status == "pending" else None,
+        "completed_at_ms": event.timestamp_ms if status == "completed" else None,
+        "refunded_at_ms": event.timestamp_ms if status == "refunded" else None,
+    }
+
+
+_STATUS_BY_EVENT = {e.WalletOpened: "ACTIVE", e.WalletFrozen: "FROZEN", e.WalletUnfrozen: "ACTIVE",
+                    e.WalletClosed: "CLOSED"}
+
+
+@dataclass
+class WalletView:
+    """A wallet's latest projected position, folded over the events of one batch."""
+
+    wallet_id: str
+    version: int = 0
+    balance_minor: int = 0
+    available_minor: int = 0
+    held_minor: int = 0
+    last_hash: str = ""
+    updated_at_ms: int = 0
+    # Empty means "not changed in this batch": the store keeps its value.
+    owner_id: str = ""
+    currency: str = ""
+    status: str = ""
+
+    def fold(self, event: e.EventBase) -> None:
+        if event.version <= self.version or isinstance(event, _REJECTIONS):
+            return
+        self.version = event.version
+        self.balance_minor = event.balance_after_minor
+        self.available_minor = event.available_after_minor
+        self.held_minor = event.held_after_minor
+        self.last_hash = event.hash
+        self.updated_at_ms = event.timestamp_ms
+        if isinstance(event, e.WalletOpened):
+            self.owner_id = event.owner_id
+        currency = getattr(event, "currency", "")
+        if currency:
+            self.currency = currency
+        status = _STATUS_BY_EVENT.get(type(event))
+        if status:
+            self.status = status
+
+
+def fold_wallets(events: list[e.EventBase]) -> dict[str, WalletView]:
+    """One view per wallet touched by `events` (one store write per wallet per batch)."""
+    views: dict[str, WalletView] = {}
+    for event in events:
+        if isinstance(event, _REJECTIONS):
+            continue
+        view = views.get(event.wallet_id)
+        if view is None:
+            view = views[event.wallet_id] = WalletView(event.wallet_id)
+        view.fold(event)
+    return views

@@ -1,0 +1,100 @@
+"""`wallet worker`: one process running some roles (processor, sinks, web) until a signal or a fault.
+
+Roles run as tasks of one `asyncio.TaskGroup`: when any of them fails, the others are cancelled and
+the process exits non-zero, so a supervisor sees the fault and restarts it. A live process with a
+dead agent cannot happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from app.settings import Settings
+
+log = logging.getLogger("wallet.worker")
+ROLES = ("processor", "sinks", "web")
+
+
+class WorkerFailed(Exception):
+    """A role of the worker stopped with an error; the process exits with status 1."""
+
+
+async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, instances: int = 1,
+                     api_keys=None, ready: asyncio.Event | None = None) -> None:
+    from agents import mysql_sink, redis_sink
+    from agents.processor import Processor
+    from agents.projection import run_projection
+    from app.codec import SchemaRegistry
+
+    registry = await asyncio.to_thread(SchemaRegistry, settings.registry_url)
+    readiness: list[asyncio.Event] = []
+
+    def ready_event() -> asyncio.Event:
+        readiness.append(asyncio.Event())
+        return readiness[-1]
+
+    async with asyncio.TaskGroup() as group:
+        if "processor" in roles:
+            processor = await asyncio.to_thread(Processor, settings, instance=instance, instances=instances,
+                                                registry=registry)
+            readiness.append(processor.ready)
+            group.create_task(processor.run(), name="processor")
+        if "sinks" in roles:
+            group.create_task(run_projection(settings, "mysql", await mysql_sink.create_writer(settings),
+                                             registry=registry, ready=ready_event()), name="mysql-sink")
+            group.create_task(run_projection(settings, "redis", await redis_sink.create_writer(settings),
+                                             registry=registry, ready=ready_event()), name="redis-sink")
+        if "web" in roles:
+            from web.app import serve
+
+            group.create_task(serve(settings, api_keys, ready_event()), name="web")
+        else:
+            # Processes without the API still export their metrics for Prometheus.
+            start_http_server(settings.worker_web_port + instance, addr=settings.http_host)
+        if ready is not None:
+            group.create_task(_signal_ready(readiness, ready), name="readiness")
+
+
+async def _signal_ready(events: list[asyncio.Event], ready: asyncio.Event) -> None:
+    for event in events:
+        await event.wait()
+    log.info("worker ready")
+    ready.set()
+
+
+def main(settings: Settings, roles: set[str], *, instance: int, instances: int, api_keys=None,
+         on_ready=None) -> int:
+    """Run the worker in the foreground; 0 on SIGINT/SIGTERM, 1 when a role failed."""
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        ready = asyncio.Event()
+        if on_ready is not None:
+            loop.create_task(_call_when(ready, on_ready))
+        await run_worker(settings, roles, instance=instance, instances=instances, api_keys=api_keys, ready=ready)
+
+    try:
+        asyncio.run(runner())
+    except asyncio.CancelledError:
+        log.info("worker stopped by signal")
+        return 0
+    except BaseExceptionGroup as group:  # every role failure ends the process loudly
+        for exc in group.exceptions:
+            log.critical("worker role failed; exiting", exc_info=exc)
+        return 1
+    except Exception:
+        log.critical("worker failed; exiting", exc_info=True)
+        return 1
+    return 0
+
+
+async def _call_when(event: asyncio.Event, callback) -> None:
+    await event.wait()
+    callback()

@@ -1,0 +1,53 @@
+"""Bearer API keys with scopes from `WALLET_API_KEYS` (`key=scope+scope,key2=scope`).
+
+Keys are kept only as SHA-256 digests and compared in constant time; a key never reaches a log line
+or a response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+SCOPES = frozenset({"wallets:read", "wallets:write", "admin"})
+
+
+class ApiKeysInvalid(ValueError):
+    """WALLET_API_KEYS is malformed. Operator action: fix it to `key=scope+scope,key2=scope`."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str  # first 8 hex digits of the key's digest: safe to log
+    scopes: frozenset[str]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class ApiKeys:
+    def __init__(self, spec: str) -> None:
+        self._keys: list[tuple[bytes, Principal]] = []
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, sep, scopes_text = item.partition("=")
+            scopes = frozenset(filter(None, scopes_text.split("+")))
+            if not sep or not key or not scopes or not scopes <= SCOPES:
+                raise ApiKeysInvalid(f"entry {len(self._keys) + 1} of WALLET_API_KEYS is not key=scope+scope "
+                                     f"with scopes from {sorted(SCOPES)}")
+            digest = _digest(key)
+            self._keys.append((digest, Principal(digest.hex()[:8], scopes)))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def authenticate(self, header: str | None) -> Principal | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        digest = _digest(header[len("Bearer "):].strip())
+        found = None
+        for known, principal in self._keys:  # no early exit: time does not depend on which key matched
+            if hmac.compare_digest(known, digest):
+                found = principal
+        return found
