@@ -87,6 +87,14 @@ class Settings:
             values[f.name] = _parse(f.name, f.type, raw)
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as `WALLET_*` variables (for child processes)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f"WALLET_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
+
     @property
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap.rsplit(":", 1)[1])

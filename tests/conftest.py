@@ -1,0 +1,40 @@
+"""Session set-up: the real local stack for integration and system tests (unit tests need nothing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import Settings
+
+
+def _needs_stack(items) -> bool:
+    return any("tests/integration" in str(item.fspath) or "tests/system" in str(item.fspath) for item in items)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def stack(request, base_settings: Settings):
+    """Start (or reuse) Kafka, the registry, MariaDB and Redis; migrate MySQL; stop what we started."""
+    from app import bootstrap
+    from ops.local import stack as local_stack
+
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        started = local_stack.up(base_settings)
+    bootstrap.migrate(base_settings)
+    yield base_settings
+    with capture.global_and_fixture_disabled():
+        local_stack.down(base_settings, started)
+
+
+def prepare_topics(settings: Settings) -> Settings:
+    """Create the isolated topics of `settings` and check them (what `wallet init` does)."""
+    from app.topics import check_partitions, create_topics
+
+    create_topics(settings)
+    check_partitions(settings)
+    return settings
