@@ -54,6 +54,35 @@ RETENTION_SWEEP_COMMANDS_MAX = 10_000
 RESTORE_WRITE_EVERY = 5000
 
 
+class _AtLeastOnce:
+    """The producer surface `_process` uses, without transactions: sends, then commits offsets.
+
+    Only for showing what exactly-once buys (the crash test); never a production setting.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._offsets: dict = {}
+        self._futures: list = []
+
+    async def begin_transaction(self) -> None:
+        self._offsets, self._futures = {}, []
+
+    async def send(self, *args, **kwargs):
+        future = await self._producer.send(*args, **kwargs)
+        self._futures.append(future)
+        return future
+
+    async def send_offsets_to_transaction(self, offsets: dict, group_id: str) -> None:
+        self._offsets = offsets
+
+    async def commit_transaction(self) -> None:
+        await asyncio.gather(*self._futures)
+        if self._offsets:
+            await self._consumer.commit(self._offsets)
+
+
 def owned_partitions(partitions: int, instance: int, instances: int) -> list[int]:
     if not 0 <= instance < instances:
         raise ValueError(f"instance {instance} is not in 0..{instances - 1}")
@@ -99,7 +128,9 @@ class Processor:
         await asyncio.to_thread(check_partitions, self.settings)
         state_root = self.settings.state_dir / "processor"
         self.stores = {p: PartitionStore(state_root / f"p{p}") for p in self.partitions}
-        producer = AIOKafkaProducer(**producer_options(self.settings, transactional_id=self.transactional_id))
+        transactional = self.settings.processing_guarantee == "exactly_once"
+        producer = AIOKafkaProducer(**producer_options(
+            self.settings, transactional_id=self.transactional_id if transactional else None))
         consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.group_id))
         try:
             # Starting the transactional producer fences an earlier instance with the same id and
@@ -111,7 +142,7 @@ class Processor:
                              for topic in (self.settings.commands_topic, self.settings.transfer_legs_topic)])
             log.info("processor ready", extra={"instance": self.instance, "partitions": self.partitions})
             self.ready.set()
-            await self._loop(consumer, producer)
+            await self._loop(consumer, producer if transactional else _AtLeastOnce(producer, consumer))
         finally:
             await consumer.stop()
             await producer.stop()

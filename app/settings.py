@@ -58,6 +58,9 @@ class Settings:
     command_retention_s: int = 7 * 24 * 3600
 
     # --- processor ---
+    # "exactly_once" (transactions; the default and the only production setting) or "at_least_once"
+    # (no transactions; exists so the crash test can show what transactions buy).
+    processing_guarantee: str = "exactly_once"
     # Most commands taken from Kafka into one decide/write batch.
     processor_batch_size_max: int = 2000
     # Longest wait for a batch to fill before it is processed anyway.
