@@ -9,12 +9,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /src
 COPY . .
 
-# `pip install .` installs the Python packages only. The code finds alembic.ini, migrations/ and schemas/
-# beside its packages (REPO_ROOT in app/settings.py, SCHEMA_DIR in app/codec.py), so they are copied there.
-# REPO_ROOT is printed from outside /src, or Python would import the source tree instead of the install.
+# The install carries the Avro schemas and the Alembic migrations as package data.
 RUN pip install . \
-    && repo_root="$(cd / && python -c 'from app.settings import REPO_ROOT; print(REPO_ROOT)')" \
-    && cp -r alembic.ini migrations schemas "$repo_root"/ \
     && cd / && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /var/lib/wallet --create-home wallet
 

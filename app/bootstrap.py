@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from app.settings import REPO_ROOT, Settings
+from pathlib import Path
+
+from app.settings import Settings
 
 
 def migrate(settings: Settings) -> None:
@@ -10,8 +12,10 @@ def migrate(settings: Settings) -> None:
     from alembic import command
     from alembic.config import Config
 
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    import migrations
+
+    config = Config()  # no alembic.ini needed: installs (the Docker image) carry the migrations package
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["url"] = settings.mysql_dsn.replace("+aiomysql", "+pymysql")
     command.upgrade(config, "head")
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 import time
@@ -96,7 +95,7 @@ def run(settings: Settings) -> int:
     started = stack.up(settings)
     try:
         bootstrap.init(settings)
-        logs.configure()
+        logs.configure(settings.log_level)
         api_keys, dev_key = _api_keys(settings)
 
         def announce() -> None:
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from app import logs, worker
 
-        logs.configure(os.environ.get("WALLET_LOG_LEVEL", "INFO"))
+        logs.configure(settings.log_level)
         roles = set(worker.ROLES) if not args.role or "all" in args.role else set(args.role)
         api_keys = None
         if "web" in roles:

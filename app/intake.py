@@ -14,8 +14,10 @@ from app.codec import CodecError, CommandCodec
 from app.domain import commands as c
 
 WALLET_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Command ids are chosen by producers (UUIDs, Idempotency-Keys) or derived (`<transfer_id>:credit`).
-COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,160}")
+# Command ids are chosen by producers (UUIDs, Idempotency-Keys) or derived: `<transfer_id>:credit`
+# adds 7 characters and `<wallet_id>:<hold_id>:expire` is at most 136, so the internal topic allows 160.
+PUBLIC_COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+INTERNAL_COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,160}")
 HOLD_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 TEXT_LENGTH_MAX = 1024  # reference, description, owner id, reasons
@@ -50,8 +52,8 @@ def validate(command: c.CommandBase, key: bytes | None, *, public: bool) -> None
         raise CodecError(INTERNAL_KIND_REFUSED,
                          f"{type(command).__name__} is internal and refused on the public topic")
     _check(WALLET_ID_RE.fullmatch(command.wallet_id) is not None, "wallet_id must match [A-Za-z0-9_-]{1,64}")
-    _check(COMMAND_ID_RE.fullmatch(command.command_id) is not None,
-           "command_id must match [A-Za-z0-9_.:-]{1,160}")
+    id_re = PUBLIC_COMMAND_ID_RE if public else INTERNAL_COMMAND_ID_RE
+    _check(id_re.fullmatch(command.command_id) is not None, f"command_id must match {id_re.pattern}")
     if key is None or key != command.wallet_id.encode():
         raise CodecError(KEY_MISMATCH, "the Kafka key must be the wallet_id")
     _check(0 <= command.timestamp_ms < 2**53, "timestamp_ms out of range")

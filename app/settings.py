@@ -11,6 +11,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
+# Limits that only make sense above zero.
+_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s",
+             "processor_batch_size_max", "processor_batch_wait_ms", "sink_batch_size_max", "sink_batch_wait_ms",
+             "sink_retry_backoff_max_s", "command_wait_ms_default",
+             "command_wait_ms_max")
 
 
 class SettingsError(ValueError):
@@ -48,6 +54,9 @@ class Settings:
     dlq_topic: str = "wallet.commands.dlq"
     # One partition count for every co-partitioned topic; checked at start-up.
     partitions: int = 4
+    # Replicas of every topic `wallet init` creates (1 on the local single broker; 3 in production).
+    topic_replication_factor: int = 1
+    log_level: str = "INFO"
 
     # --- ledger limits ---
     # Per-command maximum in major units of the currency (1,000,000.00 EUR).
@@ -65,8 +74,6 @@ class Settings:
     processor_batch_size_max: int = 2000
     # Longest wait for a batch to fill before it is processed anyway.
     processor_batch_wait_ms: int = 20
-    # Faust commit interval: under exactly_once one transaction per partition per interval.
-    processor_commit_interval_s: float = 0.5
 
     # --- sinks ---
     sink_batch_size_max: int = 5000
@@ -77,6 +84,15 @@ class Settings:
     # --- HTTP ---
     command_wait_ms_default: int = 5000
     command_wait_ms_max: int = 30_000
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in PROCESSING_GUARANTEES:
+            raise SettingsError(f"WALLET_PROCESSING_GUARANTEE={self.processing_guarantee!r} is not one of "
+                                f"{sorted(PROCESSING_GUARANTEES)}")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if not value > 0:  # also refuses NaN
+                raise SettingsError(f"WALLET_{name.upper()}={value!r} must be greater than zero")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -100,12 +116,14 @@ class Settings:
 
     @property
     def kafka_port(self) -> int:
-        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+        first = self.kafka_bootstrap.split(",", 1)[0]
+        return int(first.rsplit(":", 1)[1]) if ":" in first else 9092
 
     @property
     def registry_port(self) -> int:
-        rest = self.registry_url.split("://", 1)[1]
-        return int(rest.split("/", 1)[0].rsplit(":", 1)[1])
+        scheme, rest = self.registry_url.split("://", 1)
+        hostpart = rest.split("/", 1)[0]
+        return int(hostpart.rsplit(":", 1)[1]) if ":" in hostpart else (443 if scheme == "https" else 80)
 
     @property
     def mysql_port(self) -> int:

@@ -54,7 +54,7 @@ def create_topics(settings: Settings) -> list[str]:
 
     admin = _admin(settings)
     existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
-    new = [NewTopic(spec.name, settings.partitions, 1, config=spec.config)
+    new = [NewTopic(spec.name, settings.partitions, settings.topic_replication_factor, config=spec.config)
            for spec in topic_specs(settings) if spec.name not in existing]
     if not new:
         return []

@@ -3,8 +3,9 @@
 What is stored (bytes keys, raw mode):
 - `w/<wallet_id>`                       the wallet's state (JSON of `WalletState`)
 - `c/<command_id>`                      a seen command: `<timestamp_ms>:<fingerprint>`, kept for the retention window
-- `x/<timestamp_ms:013d>/<command_id>`  expiry index of the seen commands
-- `h/<expires_at_ms:013d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index)
+- `x/<timestamp_ms:019d>/<command_id>`  expiry index of the seen commands
+- `h/<expires_at_ms:019d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index)
+  (19 digits: every non-negative Avro long sorts in numeric order)
 - `m/events_offset`                     next offset of this partition of `wallet.events` reflected here
 
 The changelog of this table is `wallet.events` itself: the store is a fold of the event log, written
@@ -46,7 +47,7 @@ def decode_state(wallet_id: str, raw: bytes) -> WalletState:
 
 
 def _hold_key(wallet_id: str, hold_id: str, expires_at_ms: int) -> bytes:
-    return f"h/{expires_at_ms:013d}/{wallet_id}/{hold_id}".encode()
+    return f"h/{expires_at_ms:019d}/{wallet_id}/{hold_id}".encode()
 
 
 @dataclass
@@ -136,7 +137,7 @@ class PartitionStore:
             batch.put(b"w/" + wallet_id.encode(), encode_state(state))
         for command_id, seen in changes.commands.items():
             batch.put(b"c/" + command_id.encode(), seen.encode())
-            batch.put(f"x/{int(seen.split(':', 1)[0]):013d}/{command_id}".encode(), b"")
+            batch.put(f"x/{int(seen.split(':', 1)[0]):019d}/{command_id}".encode(), b"")
         for put, key in changes.hold_ops:
             if put:
                 batch.put(key, b"")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from app.domain.money import currency_exponent
+from app.domain.money import AMOUNT_MINOR_MAX, currency_exponent
 
-_AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,17})(?:\.([0-9]+))?")
+# 19 integer digits cover every Avro long in a 0-digit currency; the bound check does the rest.
+_AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,18})(?:\.([0-9]+))?")
 
 
 class AmountInvalid(ValueError):
@@ -35,4 +36,6 @@ def parse_amount(text: object, currency: str) -> int:
     amount_minor = int(match.group(1)) * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
     if amount_minor <= 0:
         raise AmountInvalid("amount must be greater than zero")
+    if amount_minor > AMOUNT_MINOR_MAX:
+        raise AmountInvalid(f"amount {text!r} is too large")
     return amount_minor

@@ -37,15 +37,18 @@ class ApiKeys:
                 raise ApiKeysInvalid(f"entry {len(self._keys) + 1} of WALLET_API_KEYS is not key=scope+scope "
                                      f"with scopes from {sorted(SCOPES)}")
             digest = _digest(key)
+            if any(known == digest for known, _ in self._keys):
+                raise ApiKeysInvalid(f"entry {len(self._keys) + 1} of WALLET_API_KEYS repeats an earlier key")
             self._keys.append((digest, Principal(digest.hex()[:8], scopes)))
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def authenticate(self, header: str | None) -> Principal | None:
-        if not header or not header.startswith("Bearer "):
+        scheme, _, credentials = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():  # RFC 9110: the scheme is case-insensitive
             return None
-        digest = _digest(header[len("Bearer "):].strip())
+        digest = _digest(credentials.strip())
         found = None
         for known, principal in self._keys:  # no early exit: time does not depend on which key matched
             if hmac.compare_digest(known, digest):

@@ -157,7 +157,7 @@ def test_malformed_identifier_or_text_of_other_kinds_is_refused_as_invalid_field
 
 
 def test_longest_well_formed_identifiers_and_texts_are_accepted() -> None:
-    command = c.Deposit(command_id="c" * 160, wallet_id="w" * 64, timestamp_ms=2**53 - 1, amount_minor=1,
+    command = c.Deposit(command_id="c" * 128, wallet_id="w" * 64, timestamp_ms=2**53 - 1, amount_minor=1,
                         currency="EUR", reference="r" * TEXT_LENGTH_MAX, description="d" * TEXT_LENGTH_MAX)
     validate(command, command.wallet_id.encode(), public=True)
 
@@ -175,18 +175,11 @@ def _refund_leg(transfer: c.Transfer) -> CommandBase:
                             reason_code="WALLET_CLOSED")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/intake.py:18 allows command ids of 160 characters on the public topic, but the relay derives "
-    "the legs' ids as '<transfer_id>:credit' / ':refund' (app/domain/commands.py:195-202), up to 167 characters, "
-    "which validate (:53) then refuses as INVALID_FIELD on wallet.transfer-legs: the debited money goes to the "
-    "DLQ instead of being credited or refunded",
-)
 @pytest.mark.parametrize("leg_of", [_credit_leg, _refund_leg], ids=["credit", "refund"])
 def test_transfer_legs_of_the_longest_accepted_transfer_id_are_accepted(
     leg_of: Callable[[c.Transfer], CommandBase],
 ) -> None:
-    transfer = c.Transfer(command_id="t" * 160, wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
+    transfer = c.Transfer(command_id="t" * 128, wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
                           amount_minor=100, currency="EUR")
     validate(transfer, KEY, public=True)
     leg = leg_of(transfer)

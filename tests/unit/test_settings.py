@@ -16,7 +16,7 @@ def test_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.registry_local is True
     assert settings.partitions == 4
-    assert settings.processor_commit_interval_s == 0.5
+    assert settings.sink_retry_backoff_max_s == 5.0
     assert settings.command_retention_s == 7 * 24 * 3600
     assert settings.state_dir == REPO_ROOT / ".state"
 
@@ -32,7 +32,7 @@ def test_variables_that_are_not_settings_are_ignored() -> None:
         ("WALLET_PARTITIONS", "8", "partitions", 8),
         ("WALLET_HTTP_PORT", "18080", "http_port", 18080),
         ("WALLET_COMMAND_WAIT_MS_MAX", "60000", "command_wait_ms_max", 60_000),
-        ("WALLET_PROCESSOR_COMMIT_INTERVAL_S", "0.25", "processor_commit_interval_s", 0.25),
+        ("WALLET_SINK_RETRY_BACKOFF_MAX_S", "0.25", "sink_retry_backoff_max_s", 0.25),
         ("WALLET_SINK_RETRY_BACKOFF_MAX_S", "10", "sink_retry_backoff_max_s", 10.0),
         ("WALLET_STATE_DIR", "/var/lib/wallet", "state_dir", Path("/var/lib/wallet")),
         ("WALLET_STATE_DIR", "relative/state", "state_dir", Path("relative/state")),
@@ -65,7 +65,7 @@ def test_bool_variable_accepts_the_usual_false_words_and_empty(raw: str) -> None
         ("WALLET_PARTITIONS", "4.0"),
         ("WALLET_HTTP_PORT", "80.5"),
         ("WALLET_PROCESSOR_BATCH_WAIT_MS", "20ms"),
-        ("WALLET_PROCESSOR_COMMIT_INTERVAL_S", "fast"),
+        ("WALLET_SINK_RETRY_BACKOFF_MAX_S", "fast"),
         ("WALLET_SINK_RETRY_BACKOFF_MAX_S", "5s"),
         ("WALLET_REGISTRY_LOCAL", "maybe"),
         ("WALLET_REGISTRY_LOCAL", "2"),
@@ -87,7 +87,7 @@ def test_from_env_without_argument_reads_the_process_environment(monkeypatch: py
 
 def test_to_env_gives_back_the_same_settings_through_from_env() -> None:
     settings = Settings(
-        kafka_bootstrap="broker:19092", registry_local=False, partitions=16, processor_commit_interval_s=0.125,
+        kafka_bootstrap="broker:19092", registry_local=False, partitions=16, sink_retry_backoff_max_s=0.125,
         state_dir=Path("/srv/wallet/state"), api_keys="k1=admin", mysql_replica_dsn="mysql+aiomysql://r@replica/w",
     )
     env = settings.to_env()
@@ -148,12 +148,6 @@ def test_processing_guarantee_takes_its_two_documented_values(guarantee: str) ->
     assert Settings.from_env({"WALLET_PROCESSING_GUARANTEE": guarantee}).processing_guarantee == guarantee
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/settings.py:63 types processing_guarantee as a free str and from_env does not check it; "
-    "agents/processor.py:131 runs transactions only for the exact text 'exactly_once', so a misspelling such as "
-    "'exactly-once' silently runs the processor without transactions instead of raising SettingsError",
-)
 @pytest.mark.parametrize("raw", ["exactly-once", "EXACTLY_ONCE", "exactly_once ", "eos"])
 def test_unknown_processing_guarantee_raises_settings_error_naming_the_variable(raw: str) -> None:
     with pytest.raises(SettingsError, match="WALLET_PROCESSING_GUARANTEE"):

@@ -254,12 +254,6 @@ def test_hold_closed_in_a_later_batch_leaves_the_index(store: PartitionStore) ->
     assert list(store.due_holds(NOW_MS + 100, 10)) == [("w1", "h2")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tables/wallet_store.py:49 (_hold_key) pads expires_at_ms to 13 digits only; an expiry >= 10**13 ms "
-    "(year 2286, accepted by PlaceHold up to 2**63-1) sorts before every 13-digit expiry, and due_holds (:158) "
-    "stops at it, so no hold of the partition is ever reported due again",
-)
 def test_hold_expiring_centuries_ahead_does_not_hide_the_holds_due_now(store: PartitionStore) -> None:
     with_holds(store, {"w1": [hold("due", NOW_MS + 10)], "w2": [hold("far", 10**13)]})
     assert list(store.due_holds(NOW_MS + 100, 10)) == [("w1", "due")]
@@ -305,12 +299,6 @@ def test_command_seen_again_in_the_batch_that_expires_it_keeps_its_new_marker(st
     assert store.expire_commands(NOW_MS + 6, 10) == 1  # its new index entry is there too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tables/wallet_store.py:139 pads the x/ index timestamp_ms to 13 digits only; a command with "
-    "timestamp_ms >= 10**13 (intake accepts up to 2**53) sorts before every 13-digit one and expire_commands (:170) "
-    "stops at it, so no seen-command marker of the partition is ever expired again (unbounded growth)",
-)
 def test_command_stamped_centuries_ahead_does_not_stop_retention_of_old_markers(store: PartitionStore) -> None:
     store.stage(None, None, "old", NOW_MS - 10_000, "fp")
     store.stage(None, None, "far-future", 10**13, "fp")

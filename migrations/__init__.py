@@ -1,0 +1,1 @@
+"""Alembic migrations of the MySQL read model (a package so installs carry them)."""
