@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass
@@ -74,6 +76,9 @@ class _AtLeastOnce:
         self._futures.append(future)
         return future
 
+    async def flush(self) -> None:
+        await self._producer.flush()
+
     async def send_offsets_to_transaction(self, offsets: dict, group_id: str) -> None:
         self._offsets = offsets
 
@@ -120,6 +125,7 @@ class Processor:
         self._next_retention_sweep = 0.0
         self.ready = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
+        self._sends_total = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -184,6 +190,9 @@ class Processor:
         for send in sends:
             futures.append(await producer.send(send.topic, key=send.key, value=send.value,
                                                partition=send.partition, headers=send.headers))
+            self._sends_total += 1
+            if self._sends_total == self.settings.fault_kill_after_sends:
+                await self._die_mid_batch(producer)
         if offsets:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
         await producer.commit_transaction()
@@ -239,6 +248,13 @@ class Processor:
             outcome = event.code if isinstance(event, (e.CommandRejected, e.TransferCreditRejected)) else "applied"
             outcomes[(type(command).__name__, outcome)] += 1
         decided.append(command.timestamp_ms)
+
+    @staticmethod
+    async def _die_mid_batch(producer) -> None:
+        """The crash test's failpoint (Settings.fault_kill_after_sends): SIGKILL with half a batch sent."""
+        await producer.flush()
+        log.warning("failpoint: killing the processor mid-batch")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     @staticmethod
     def _leg_for(event: e.EventBase) -> c.CommandBase | None:

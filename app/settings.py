@@ -70,6 +70,9 @@ class Settings:
     # "exactly_once" (transactions; the default and the only production setting) or "at_least_once"
     # (no transactions; exists so the crash test can show what transactions buy).
     processing_guarantee: str = "exactly_once"
+    # Failpoint for the crash test: the processor SIGKILLs itself right after this many sends, in the
+    # middle of a batch, once its earlier sends reached the broker. 0 (the default) never fires.
+    fault_kill_after_sends: int = 0
     # Most commands taken from Kafka into one decide/write batch.
     processor_batch_size_max: int = 2000
     # Longest wait for a batch to fill before it is processed anyway.

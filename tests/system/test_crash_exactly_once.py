@@ -31,6 +31,9 @@ WALLETS = 300
 SEND_RATE_PER_S = 800  # slow enough that the kills land while commands flow
 KILL_EVERY_S = 2.0
 KILLS_MIN = 4
+# Besides SIGKILLs from outside, each worker life kills itself after a random number of sends within
+# this range, in the middle of a batch with part of its outputs already on the broker (the worst moment).
+FAILPOINT_SENDS = (1_500, 4_000)
 DUPLICATE_RESEND_RATIO = 0.02
 POISON_RATIO = 0.02
 SEED = 7
@@ -96,36 +99,68 @@ async def _send_at_rate(ledger: Ledger, commands: list[c.CommandBase], rng: rand
     return poison
 
 
+SETTLE_TIMEOUT_S = 30
+
+
+def _in_transit(events: list[e.EventBase]) -> set[str]:
+    debited = {ev.transfer_id for ev in events if isinstance(ev, e.TransferDebited)}
+    return debited - {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
+
+
+async def _poll(condition, timeout_s: float):
+    """The condition's value once truthy, or None at the deadline (the caller asserts what is wrong)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = await condition()
+        if value:
+            return value
+        await asyncio.sleep(1.0)
+    return None
+
+
 async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
     guarantee = os.environ.get("CRASH_TEST_PROCESSING_GUARANTEE", "exactly_once")
     settings = prepare_topics(isolated_settings(stack, "crash", processing_guarantee=guarantee))
     rng = random.Random(SEED)
     wallets, commands = build_commands(rng)
-    worker = WorkerProcess(settings, ["processor"]).start()
-    kills = 0
+    worker = WorkerProcess(settings, ["processor"])
+
+    def restart(failpoint: bool) -> None:
+        sends = rng.randint(*FAILPOINT_SENDS) if failpoint else 0
+        worker.extra_env = {"WALLET_FAULT_KILL_AFTER_SENDS": str(sends)}
+        worker.start()
+
+    restart(failpoint=True)
+    sigkills = failpoint_kills = 0
     async with Ledger(settings) as ledger:
         sending = asyncio.create_task(_send_at_rate(ledger, commands, rng))
         while not sending.done():
             await asyncio.wait([sending], timeout=KILL_EVERY_S)
-            if not sending.done():
+            if worker.alive():
                 worker.kill()
-                kills += 1
-                await asyncio.to_thread(worker.start)
+                sigkills += 1
+            else:
+                failpoint_kills += 1
+            await asyncio.to_thread(restart, not sending.done())
         poison = await sending
-        assert kills >= KILLS_MIN, f"only {kills} kills landed while commands flowed"
+        assert sigkills + failpoint_kills >= KILLS_MIN, "too few crashes landed while commands flowed"
+        assert failpoint_kills >= 1, "no worker died at the mid-batch failpoint"
 
         sent_ids = {cmd.command_id for cmd in commands}
 
+        async def all_decided():
+            events = await ledger.read_all(settings.events_topic)
+            return events if sent_ids <= {ev.command_id for ev in events} else None
+
+        await wait_for_async(all_decided, 180, "an outcome for every command", 1.0)
+
         async def settled():
             events = await ledger.read_all(settings.events_topic)
-            outcome_ids = {ev.command_id for ev in events}
-            if not sent_ids <= outcome_ids:
-                return None
-            debited = {ev.transfer_id for ev in events if isinstance(ev, e.TransferDebited)}
-            done = {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
-            return events if debited <= done else None
+            return events if not _in_transit(events) else None
 
-        events = await wait_for_async(settled, 180, "every command and transfer to settle", 1.0)
+        # Legs are produced with their debits, so settling takes a few batches, not minutes. After the
+        # deadline the assertions below say what is stuck instead of a bare timeout.
+        events = await _poll(settled, SETTLE_TIMEOUT_S) or await ledger.read_all(settings.events_topic)
         dlq = await read_topic(settings, settings.dlq_topic)
         legs = await read_topic(settings, settings.transfer_legs_topic)
     assert worker.stop() == 0
@@ -171,6 +206,6 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
     settled_ids = {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
     in_transit = sum(amount for tid, amount in debited.items() if tid not in settled_ids)
     balances = sum(state.balance_minor for state in replayed.values())
-    assert in_transit == 0
+    assert in_transit == 0, f"{len(_in_transit(events))} transfers are stuck in transit ({in_transit} minor units)"
     assert balances + in_transit == deposits - withdrawals - captures
     assert sum(1 for ev in events if isinstance(ev, e.TransferRefunded)) > 0, "the load must exercise refunds"
