@@ -5,6 +5,7 @@
   wallet worker [--role R ...]    run roles: processor, sinks, web (default: all)
   wallet run                      stack up + init + worker with every role, in the foreground (make run)
   wallet produce KIND k=v ...     publish one command (Avro) onto wallet.commands
+  wallet bench processor [--hot]  throughput and latency against a raw-loop ceiling
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                              description="e.g. wallet produce Deposit wallet_id=w1 amount=150.75 currency=EUR")
     produce.add_argument("kind", help="command kind: OpenWallet, Deposit, Withdraw, Transfer, PlaceHold, ...")
     produce.add_argument("fields", nargs="*", help="field=value; amount=<decimal> needs currency=")
+    bench = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
+    bench.add_argument("target", choices=["processor"])
+    bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(settings)
     if args.command == "produce":
         return produce(settings, args.kind, args.fields)
+    if args.command == "bench":
+        from bench import processor_bench
+
+        return processor_bench.main(args.options, settings)
     return 2
 
 

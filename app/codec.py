@@ -80,8 +80,15 @@ class SchemaRegistry:
     def register(self, subject: str, schema: dict[str, Any]) -> int:
         from confluent_kafka.schema_registry import Schema
 
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         schema_id = self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
-        self._client.set_compatibility(subject, "BACKWARD")
+        try:
+            self._client.set_compatibility(subject, "BACKWARD")
+        except SchemaRegistryError as exc:
+            # Another process set it at the same moment (Apicurio answers 409): fine if it is what we want.
+            if exc.http_status_code != 409 or self._client.get_compatibility(subject) != "BACKWARD":
+                raise
         self._parsed[schema_id] = fastavro.parse_schema(schema)
         return schema_id
 
