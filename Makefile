@@ -21,7 +21,6 @@ run: bootstrap
 # The suite starts the stack itself (tests/conftest.py), stopping on exit what it started.
 # pytest's exit code 5 ("no tests collected") is a failure here: a suite that runs nothing proves nothing.
 test: bootstrap
-	$(VENV)/bin/wallet stack up
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$status
 
