@@ -35,10 +35,10 @@ from app import metrics
 from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
 from app.domain import events as e
-from app.domain.ledger import decide, evolve
+from app.domain.ledger import decide_and_evolve, evolve
 from app.domain.limits import Limits
 from app.intake import DUPLICATE_COMMAND_CONFLICT, FINGERPRINT_HEADER, accept, fingerprint
-from app.kafka import consumer_options, partition_for, producer_options
+from app.kafka import RecordBatches, consumer_options, partition_for, producer_options
 from app.settings import Settings
 from app.topics import check_partitions
 from tables.wallet_store import PartitionStore
@@ -54,6 +54,7 @@ RETENTION_SWEEP_INTERVAL_S = 60.0
 RETENTION_SWEEP_COMMANDS_MAX = 10_000
 # Events replayed between two store writes while catching a store up at start-up.
 RESTORE_WRITE_EVERY = 5000
+RESTORE_FETCH_WAIT_MS = 100
 
 
 class _AtLeastOnce:
@@ -71,8 +72,11 @@ class _AtLeastOnce:
     async def begin_transaction(self) -> None:
         self._offsets, self._futures = {}, []
 
-    async def send(self, *args, **kwargs):
-        future = await self._producer.send(*args, **kwargs)
+    def create_batch(self):
+        return self._producer.create_batch()
+
+    async def send_batch(self, batch, topic: str, *, partition: int):
+        future = await self._producer.send_batch(batch, topic, partition=partition)
         self._futures.append(future)
         return future
 
@@ -86,6 +90,19 @@ class _AtLeastOnce:
         await asyncio.gather(*self._futures)
         if self._offsets:
             await self._consumer.commit(self._offsets)
+
+
+def gauge_deltas(event: e.EventBase) -> tuple[int, int]:
+    """(money in transit change in minor units, open holds change) that `event` makes in its partition."""
+    if isinstance(event, e.TransferDebited):
+        return event.amount_minor, 0
+    if isinstance(event, (e.TransferCredited, e.TransferRefunded)):
+        return -event.amount_minor, 0
+    if isinstance(event, e.HoldPlaced):
+        return 0, 1
+    if isinstance(event, (e.HoldCaptured, e.HoldReleased)):
+        return 0, -1
+    return 0, 0
 
 
 def owned_partitions(partitions: int, instance: int, instances: int) -> list[int]:
@@ -186,23 +203,28 @@ class Processor:
         decide_done = time.perf_counter()
 
         await producer.begin_transaction()
-        futures = []
+        batches = RecordBatches(producer)
+        partitions = self.settings.partitions
         for send in sends:
-            futures.append(await producer.send(send.topic, key=send.key, value=send.value,
-                                               partition=send.partition, headers=send.headers))
+            partition = send.partition
+            if partition is None:
+                partition = partition_for(send.key, partitions) if send.key is not None else 0
+            await batches.add(send.topic, partition, send.key, send.value, send.headers)
             self._sends_total += 1
             if self._sends_total == self.settings.fault_kill_after_sends:
+                await batches.submit()
                 await self._die_mid_batch(producer)
+        await batches.submit()
         if offsets:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
         await producer.commit_transaction()
-        # The futures are resolved: a commit waits for every record of the transaction.
-        for future in futures:
-            meta = future.result()
-            if meta.topic == self.settings.events_topic:
-                self.stores[meta.partition].changes.events_offset = meta.offset + 1
+        # The batches are delivered: a commit waits for every record of the transaction.
+        for (topic, partition), offset in batches.last_offsets().items():
+            if topic == self.settings.events_topic:
+                self.stores[partition].changes.events_offset = offset + 1
         for store in self.stores.values():
             store.apply()
+        self._publish_gauges()
 
         now_ms = time.time() * 1000
         for timestamp_ms in decided:
@@ -215,6 +237,7 @@ class Processor:
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record,
                     public: bool, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
+        command = None
         try:
             command = accept(codec, record.key, record.value, public=public)
             if partition_for(record.key, self.settings.partitions) != tp.partition:
@@ -229,17 +252,15 @@ class Processor:
                 raise CodecError(DUPLICATE_COMMAND_CONFLICT,
                                  f"command id {command.command_id} was used before with another body")
         except CodecError as error:
-            sends.append(self._dlq(tp, record, error))
+            sends.append(self._dlq(tp, record, error, command))
             return
         before = store.wallet(command.wallet_id)
-        after = before
-        events = decide(before, command, command.timestamp_ms, self.limits)
-        for event in events:
-            after = evolve(after, event)
+        events, after = decide_and_evolve(before, command, command.timestamp_ms, self.limits)
         store.stage(before, after, command.command_id, command.timestamp_ms, digest)
         headers = [(FINGERPRINT_HEADER, digest.encode())]
         key = record.key
         for event in events:
+            store.track(event, *gauge_deltas(event))
             sends.append(_Send(self.settings.events_topic, key, self.events.encode(event), tp.partition, headers))
             leg = self._leg_for(event)
             if leg is not None:
@@ -272,10 +293,12 @@ class Processor:
                 currency=event.currency, reason_code=event.code)
         return None
 
-    def _dlq(self, tp: TopicPartition, record, error: CodecError) -> _Send:
+    def _dlq(self, tp: TopicPartition, record, error: CodecError, command: c.CommandBase | None) -> _Send:
         metrics.dlq_messages_total.labels(error.code).inc()
-        log.warning("poison message to DLQ", extra={"reason": error.code, "topic": tp.topic,
-                                                    "partition": tp.partition, "offset": record.offset})
+        log.warning("poison message to DLQ", extra={
+            "reason": error.code, "topic": tp.topic, "partition": tp.partition, "offset": record.offset,
+            "wallet_id": record.key.decode(errors="replace") if record.key is not None else None,
+            "command_id": command.command_id if command is not None else None})
         headers = [("error.code", error.code.encode()), ("error.detail", error.detail.encode()),
                    ("source.topic", tp.topic.encode()), ("source.partition", str(tp.partition).encode()),
                    ("source.offset", str(record.offset).encode())]
@@ -314,6 +337,13 @@ class Processor:
         for store in self.stores.values():
             store.expire_commands(before_ms, RETENTION_SWEEP_COMMANDS_MAX)
 
+    def _publish_gauges(self) -> None:
+        for partition, store in self.stores.items():
+            figures = store.gauges()
+            for currency, amount_minor in figures["in_transit"].items():
+                metrics.money_in_transit_minor.labels(str(partition), currency).set(amount_minor)
+            metrics.holds_open.labels(str(partition)).set(figures["holds_open"])
+
     def _report_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Lag = last stable offset seen by the last fetch minus our next offset, per partition."""
         self._positions.update(offsets)
@@ -330,6 +360,7 @@ class Processor:
         try:
             for partition, store in self.stores.items():
                 await self._restore(consumer, partition, store)
+            self._publish_gauges()
         finally:
             await consumer.stop()
 
@@ -346,7 +377,8 @@ class Processor:
         replayed = 0
         t0 = time.perf_counter()
         while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=RESTORE_WRITE_EVERY)
+            # A short wait: the last offsets before `end` may be transaction markers, which yield no record.
+            batch = await consumer.getmany(tp, timeout_ms=RESTORE_FETCH_WAIT_MS, max_records=RESTORE_WRITE_EVERY)
             for record in batch.get(tp, []):
                 event = self.events.decode(record.value)
                 before = store.wallet(event.wallet_id)
@@ -358,6 +390,7 @@ class Processor:
                 elif after is not None and after is not before:
                     store.stage(before, after, event.command_id, event.timestamp_ms, "")
                     store.changes.commands.pop(event.command_id, None)
+                store.track(event, *gauge_deltas(event))
                 store.changes.events_offset = record.offset + 1
                 replayed += 1
             store.apply()

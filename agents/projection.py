@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError
@@ -53,41 +55,64 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
     await consumer.start()
     if ready is not None:
         ready.set()
+    writes = 0
+    prepare = getattr(write, "prepare", None)
+    execute = getattr(write, "execute", write) if prepare is not None else write
+    # One batch is written while the next is fetched and decoded: the store's round trips overlap with
+    # this process's CPU work (docs/BENCHMARKS.md, Sink). Offsets of a batch are committed only after its
+    # write finished, and only one write is ever in flight, so at most one batch is read ahead.
+    in_flight: tuple[asyncio.Task, dict, list[ProjectedEvent], float] | None = None
+
+    async def finish(write_task: asyncio.Task, offsets: dict, items: list[ProjectedEvent], started: float) -> None:
+        nonlocal writes
+        await write_task
+        writes += 1
+        if writes == (settings.fault_sink_kill_after_writes or -1):
+            os.kill(os.getpid(), signal.SIGKILL)  # failpoint: store committed, offsets not
+        metrics.sink_batch_seconds.labels(sink).observe(time.perf_counter() - started)
+        metrics.sink_events_total.labels(sink).inc(len(items))
+        newest_ms = max(item.event.timestamp_ms for item in items)
+        metrics.sink_lag_seconds.labels(sink).set(max(0.0, time.time() - newest_ms / 1000))
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError:
+            # A rebalance moved the partitions; their new owner re-reads and re-writes idempotently.
+            log.info("offset commit lost to a rebalance", extra={"sink": sink})
+        lag = 0
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            position = offsets.get(tp)
+            if end is not None and position is not None:
+                lag += max(0, end - position)
+        metrics.sink_lag_events.labels(sink).set(lag)
+
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=settings.sink_batch_wait_ms,
                                            max_records=settings.sink_batch_size_max)
-            if not batch:
-                continue
             items = [
                 ProjectedEvent(codec.decode(record.value), dict(record.headers or ()).get(
                     FINGERPRINT_HEADER, b"").decode(), tp.partition, record.offset)
                 for tp, records in batch.items() for record in records
             ]
-            started = time.perf_counter()
-            await _write_with_retry(write, items, settings, sink, log)
-            metrics.sink_batch_seconds.labels(sink).observe(time.perf_counter() - started)
-            metrics.sink_events_total.labels(sink).inc(len(items))
-            newest_ms = max(item.event.timestamp_ms for item in items)
-            metrics.sink_lag_seconds.labels(sink).set(max(0.0, time.time() - newest_ms / 1000))
-            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-            try:
-                await consumer.commit(offsets)
-            except CommitFailedError:
-                # A rebalance moved the partitions; their new owner re-reads and re-writes idempotently.
-                log.info("offset commit lost to a rebalance", extra={"sink": sink})
-            lag = 0
-            for tp in consumer.assignment():
-                end = consumer.last_stable_offset(tp)
-                position = offsets.get(tp)
-                if end is not None and position is not None:
-                    lag += max(0, end - position)
-            metrics.sink_lag_events.labels(sink).set(lag)
+            # A writer with `prepare` (CPU: rows, SQL) and `execute` (I/O) gets its next batch prepared
+            # while the previous one executes.
+            prepared = prepare(items) if items and prepare is not None else items
+            if in_flight is not None:
+                current, in_flight = in_flight, None
+                await finish(*current)
+            if items:
+                offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                in_flight = (asyncio.create_task(_write_with_retry(execute, prepared, settings, sink, log)),
+                             offsets, items, time.perf_counter())
     finally:
+        if in_flight is not None:
+            in_flight[0].cancel()
+            await asyncio.gather(in_flight[0], return_exceptions=True)
         await consumer.stop()
 
 
-async def _write_with_retry(write: Writer, items: list[ProjectedEvent], settings: Settings, sink: str,
+async def _write_with_retry(write: Callable[[Any], Awaitable[None]], items: Any, settings: Settings, sink: str,
                             log: logging.Logger) -> None:
     delay_s = RETRY_BACKOFF_FIRST_S
     while True:

@@ -6,6 +6,11 @@
   wallet run                      stack up + init + worker with every role, in the foreground (make run)
   wallet produce KIND k=v ...     publish one command (Avro) onto wallet.commands
   wallet bench processor [--hot]  throughput and latency against a raw-loop ceiling
+  wallet bench sink [--json]      MySQL sink catch-up events/s against a naive one-event-per-transaction sink
+  wallet rebuild                  drop and rebuild MySQL and Redis from wallet.events
+  wallet reconcile                compare table, event replay, MySQL and Redis; exit 1 on any difference
+  wallet dlq list [--limit N]     the DLQ: reason, detail, source topic/partition/offset, replayed or not
+  wallet dlq replay [--dry-run] [--offset P:O ...]   re-drive DLQ messages to their source topic, once each
 """
 
 from __future__ import annotations
@@ -32,12 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--instance", type=int, default=0, help="processor instance index (0-based)")
     worker.add_argument("--instances", type=int, default=1, help="processor instances in total")
     sub.add_parser("run", help="stack up, init, and every role in the foreground")
+    sub.add_parser("rebuild", help="drop and rebuild MySQL and Redis from wallet.events")
+    reconcile = sub.add_parser("reconcile", help="compare table, event replay, MySQL and Redis; exit 1 on any difference")
+    reconcile.add_argument("--no-table", action="store_true", help="skip the processor stores (not on this host)")
     produce = sub.add_parser("produce", help="publish one command",
                              description="e.g. wallet produce Deposit wallet_id=w1 amount=150.75 currency=EUR")
     produce.add_argument("kind", help="command kind: OpenWallet, Deposit, Withdraw, Transfer, PlaceHold, ...")
     produce.add_argument("fields", nargs="*", help="field=value; amount=<decimal> needs currency=")
+    dlq = sub.add_parser("dlq", help="inspect and re-drive the DLQ (docs/OPERATIONS.md)")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--limit", type=int, default=None, help="list: only the newest N messages")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: say what would be re-driven, publish nothing")
+    dlq.add_argument("--offset", action="append", metavar="P:O", dest="positions",
+                     help="replay: the DLQ record at partition P, offset O (repeatable; default: all not replayed)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
-    bench.add_argument("target", choices=["processor"])
+    bench.add_argument("target", choices=["processor", "sink"])
     bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
@@ -105,6 +119,7 @@ def run(settings: Settings) -> int:
         def announce() -> None:
             base = f"http://{settings.http_host}:{settings.http_port}"
             print(f"\nwallet is running:\n  API      {base}  (metrics {base}/metrics)", flush=True)
+            print(f"  Prometheus http://127.0.0.1:{settings.prometheus_port}  (alerts: docs/OPERATIONS.md)")
             if dev_key:
                 print(f"  development API key (all scopes): {dev_key}")
                 print(f"  try: curl -H 'Authorization: Bearer {dev_key}' {base}/v1/wallets/<id>/balance")
@@ -139,11 +154,27 @@ def main(argv: list[str] | None = None) -> int:
             if dev_key:
                 print(f"development API key (all scopes): {dev_key}", flush=True)
         return worker.main(settings, roles, instance=args.instance, instances=args.instances, api_keys=api_keys)
+    if args.command == "rebuild":
+        from app import rebuild
+
+        return rebuild.main(settings)
+    if args.command == "reconcile":
+        from app import reconcile
+
+        return reconcile.main(settings, check_table=not args.no_table)
     if args.command == "run":
         return run(settings)
     if args.command == "produce":
         return produce(settings, args.kind, args.fields)
+    if args.command == "dlq":
+        from app import dlq
+
+        return dlq.main(settings, args.action, limit=args.limit, positions=args.positions, dry_run=args.dry_run)
     if args.command == "bench":
+        if args.target == "sink":
+            from bench import sink_bench
+
+            return sink_bench.main(args.options, settings)
         from bench import processor_bench
 
         return processor_bench.main(args.options, settings)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from app.settings import Settings
+
+# Keys whose partition is remembered; wallets repeat, and murmur2 in Python costs microseconds.
+PARTITION_CACHE_SIZE_MAX = 200_000
+_partition_cache: dict[tuple[bytes, int], int] = {}
 
 # Kafka's request timeout for our clients; a broker that does not answer within it is a fault.
 REQUEST_TIMEOUT_MS = 30_000
@@ -12,7 +17,56 @@ REQUEST_TIMEOUT_MS = 30_000
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Java clients, aiokafka and our confluent producers (murmur2) choose for `key`."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    found = _partition_cache.get((key, partitions))
+    if found is None:
+        if len(_partition_cache) >= PARTITION_CACHE_SIZE_MAX:
+            _partition_cache.clear()
+        found = _partition_cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
+    return found
+
+
+class RecordBatches:
+    """Records grouped per topic partition and handed to the producer as whole record batches.
+
+    `producer.send()` costs a future and an accumulator lookup per record; `send_batch` builds the batch in
+    place. Inside a transaction both are equally atomic. After `submit()` and the commit, `last_offsets()`
+    gives the offset of the last record written to each partition.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._open: dict[tuple[str, int], tuple[object, int]] = {}
+        self._sent: list[tuple[str, int, int, object]] = []  # topic, partition, records, future
+        self.records = 0
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                  headers: list[tuple[str, bytes]]) -> None:
+        builder, count = self._open.get((topic, partition)) or (self._producer.create_batch(), 0)
+        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            await self._send(topic, partition, builder, count)
+            builder, count = self._producer.create_batch(), 0
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
+        self._open[(topic, partition)] = (builder, count + 1)
+        self.records += 1
+
+    async def _send(self, topic: str, partition: int, builder: object, count: int) -> None:
+        future = await self._producer.send_batch(builder, topic, partition=partition)
+        self._sent.append((topic, partition, count, future))
+
+    async def submit(self) -> None:
+        """Hand every open batch to the producer."""
+        open_batches, self._open = self._open, {}
+        for (topic, partition), (builder, count) in open_batches.items():
+            await self._send(topic, partition, builder, count)
+
+    def last_offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> offset of the last record sent there (futures must be resolved)."""
+        last: dict[tuple[str, int], int] = {}
+        for topic, partition, count, future in self._sent:
+            offset = future.result().offset + count - 1
+            last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
+        return last
 
 
 def producer_options(settings: Settings, **extra: object) -> dict[str, object]:
@@ -37,6 +91,7 @@ def consumer_options(settings: Settings, group_id: str | None, **extra: object) 
         "isolation_level": "read_committed",  # never see events of an aborted transaction
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_wait_ms": settings.consumer_fetch_wait_max_ms,
         "request_timeout_ms": REQUEST_TIMEOUT_MS,
         **extra,
     }

@@ -33,9 +33,51 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+# A message (same logger, same format string) logged more often than this within the window is dropped
+# until the window ends; the next one that passes carries `suppressed=<count>`. Bounds what a flood of
+# poison messages or store retries writes, while the first lines of any burst still show.
+BURST_LINES_MAX = 20
+BURST_WINDOW_S = 10.0
+# Distinct messages tracked at once; more are forgotten (and may pass) rather than grow without bound.
+BURST_KEYS_MAX = 1000
+
+
+class BurstLimit(logging.Filter):
+    """Drop repeats of one message beyond BURST_LINES_MAX per BURST_WINDOW_S; count what was dropped."""
+
+    def __init__(self, lines_max: int = BURST_LINES_MAX, window_s: float = BURST_WINDOW_S,
+                 clock=time.monotonic) -> None:
+        super().__init__()
+        self.lines_max = lines_max
+        self.window_s = window_s
+        self.clock = clock
+        self._windows: dict[tuple[str, str], list[float | int]] = {}  # key -> [window start, passed, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True  # faults are never dropped
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.window_s:
+            dropped = window[2] if window is not None else 0
+            if len(self._windows) >= BURST_KEYS_MAX:
+                self._windows.clear()
+            self._windows[key] = [now, 1, 0]
+            if dropped:
+                record.suppressed = dropped
+            return True
+        if window[1] < self.lines_max:
+            window[1] += 1
+            return True
+        window[2] += 1
+        return False
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if sys.stderr.isatty() else JsonFormatter())
+    handler.addFilter(BurstLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

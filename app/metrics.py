@@ -34,3 +34,30 @@ sink_lag_events = Gauge("wallet_sink_lag_events", "Events not yet projected, per
 sink_lag_seconds = Gauge(
     "wallet_sink_lag_seconds", "Age of the newest projected event when it was written.", ["sink"])
 sink_retries_total = Counter("wallet_sink_retries_total", "Store writes retried after a fault.", ["sink"])
+
+# Business gauges, kept exact by the processor's store (a fold of the events) per partition. Money in
+# transit is debited by the source partition and settled by the destination's (credit) or the source's
+# (refund), so one partition's value can be negative: sum over partitions for the ledger's total.
+money_in_transit_minor = Gauge(
+    "wallet_money_in_transit_minor", "Transfers debited and not yet credited or refunded, minor units.",
+    ["partition", "currency"])
+holds_open = Gauge("wallet_holds_open", "Open holds, per partition.", ["partition"])
+
+# DLQ reason codes (docs/DESIGN.md "Poison reasons"), exported at 0 from the start so that the first poison
+# message is an increase Prometheus can see (a counter series born at 1 has no increase) and the dashboard
+# shows every reason. Codes not listed here still count: they appear when first used.
+DLQ_REASONS = ("TRUNCATED", "BAD_MAGIC_BYTE", "UNKNOWN_SCHEMA", "UNDECODABLE", "INVALID_FIELD", "KEY_MISMATCH",
+               "INTERNAL_KIND_REFUSED", "WRONG_PARTITION", "DUPLICATE_COMMAND")
+for _reason in DLQ_REASONS:
+    dlq_messages_total.labels(_reason)
+mysql_replica_lag_seconds = Gauge(
+    "wallet_mysql_replica_lag_seconds",
+    "Seconds_Behind_Master of the MySQL read replica; -1 when replication is stopped or unreachable.")
+
+# The sinks (agents/projection.py names them), likewise exported at 0 from the start: a histogram or counter
+# series born with its first observation shows no rate for its first batch.
+SINKS = ("mysql", "redis")
+for _sink in SINKS:
+    sink_events_total.labels(_sink)
+    sink_batch_seconds.labels(_sink)
+    sink_retries_total.labels(_sink)

@@ -180,3 +180,49 @@ def fold_wallets(events: list[e.EventBase]) -> dict[str, WalletView]:
             view = views[event.wallet_id] = WalletView(event.wallet_id)
         view.fold(event)
     return views
+
+
+# ---------------------------------------------------------------- read side (history, balance at a time, replica)
+
+
+def read_dsn(settings) -> str:
+    """Where history and balance-at-a-time reads go: the replica when configured, else the primary."""
+    return settings.mysql_replica_dsn or settings.mysql_dsn
+
+
+def balance_at_query(wallet_id: str, at_ms: int):
+    """The last ledger entry (highest version) of `wallet_id` with event_time_ms <= at_ms.
+
+    "Last" is by version, not by time: a transfer credit carries the time of its debit's command, so a
+    wallet's event times are not monotonic in its versions (a credit applied after the wallet's own later
+    command has an earlier time). By version, the answer is a position the wallet really was in. The
+    primary key (wallet_id, version) serves it, scanning back from the newest entry."""
+    from sqlalchemy import select
+
+    return (select(ledger_entries.c.balance_after_minor, ledger_entries.c.available_after_minor,
+                   ledger_entries.c.held_after_minor, ledger_entries.c.currency, ledger_entries.c.version,
+                   ledger_entries.c.event_time_ms)
+            .where(ledger_entries.c.wallet_id == wallet_id, ledger_entries.c.event_time_ms <= at_ms)
+            .order_by(ledger_entries.c.version.desc())
+            .limit(1))
+
+
+async def balance_at(conn, wallet_id: str, at_ms: int) -> dict[str, Any] | None:
+    """The wallet's position at time `at_ms` (epoch milliseconds): balance, available and held after its
+    last ledger entry at or before then, in minor units, with that entry's version. None before it opened."""
+    row = (await conn.execute(balance_at_query(wallet_id, at_ms))).mappings().first()
+    return None if row is None else dict(row)
+
+
+async def replica_lag_seconds(conn) -> float | None:
+    """The replica's Seconds_Behind_Master, or None when replication is stopped or this is no replica
+    (a replica whose SQL thread is stopped has no lag figure: report it as not ready)."""
+    from sqlalchemy import text
+
+    row = (await conn.execute(text("SHOW SLAVE STATUS"))).mappings().first()
+    if row is None:
+        return None
+    lag = row.get("Seconds_Behind_Master")
+    if lag is None or row.get("Slave_SQL_Running") != "Yes" or row.get("Slave_IO_Running") != "Yes":
+        return None
+    return float(lag)

@@ -14,8 +14,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 # Limits that only make sense above zero.
 _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s",
-             "processor_batch_size_max", "processor_batch_wait_ms", "sink_batch_size_max", "sink_batch_wait_ms",
-             "sink_retry_backoff_max_s", "command_wait_ms_default",
+             "processor_batch_size_max", "processor_batch_wait_ms", "consumer_fetch_wait_max_ms",
+             "sink_batch_size_max", "sink_batch_wait_ms",
+             "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "command_wait_ms_max")
 
 
@@ -35,13 +36,18 @@ class Settings:
     # Empty: the registry is not started locally (an external one is used through registry_url).
     registry_local: bool = True
     mysql_dsn: str = "mysql+aiomysql://wallet:wallet@127.0.0.1:3306/wallet"
-    # Reads of history and balance-at-a-time go here when set; else to mysql_dsn.
-    mysql_replica_dsn: str = ""
+    # Reads of history and balance-at-a-time go here when set; else to mysql_dsn. The default is the local
+    # stack's replica (`wallet stack up` starts it on mysql_replica_port); set it empty to read the primary.
+    mysql_replica_dsn: str = "mysql+aiomysql://wallet:wallet@127.0.0.1:3307/wallet"
+    # Port of the local stack's MariaDB replica (ops/local/stack.py); 0 means no local replica is started.
+    mysql_replica_port: int = 3307
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     # Port of the worker's Prometheus endpoint (and its table-read web view).
     worker_web_port: int = 6066
+    # Port of the local stack's Prometheus (ops/local/stack.py), which scrapes the two ports above.
+    prometheus_port: int = 9090
     # `key=scope+scope,key2=scope`; empty means `make run` generates a development key.
     api_keys: str = ""
     state_dir: Path = field(default_factory=lambda: REPO_ROOT / ".state")
@@ -77,12 +83,20 @@ class Settings:
     processor_batch_size_max: int = 2000
     # Longest wait for a batch to fill before it is processed anyway.
     processor_batch_wait_ms: int = 20
+    # Longest time the broker holds a fetch open waiting for new committed data. aiokafka's default (500)
+    # puts up to half a second on every hop of a command (command, transfer leg, projection).
+    consumer_fetch_wait_max_ms: int = 20
 
     # --- sinks ---
     sink_batch_size_max: int = 5000
     sink_batch_wait_ms: int = 50
     # Upper bound of the retry backoff while a store is down.
     sink_retry_backoff_max_s: float = 5.0
+    # Failpoint for the sink fault test: a sink SIGKILLs its process after this many store writes, after
+    # the store committed and before the Kafka offsets did (the at-least-once window). 0 never fires.
+    fault_sink_kill_after_writes: int = 0
+    # How often the sinks role polls the replica's Seconds_Behind_Master (bounds the staleness of the metric).
+    replica_lag_poll_interval_s: float = 5.0
 
     # --- HTTP ---
     command_wait_ms_default: int = 5000

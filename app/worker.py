@@ -48,6 +48,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
                                              registry=registry, ready=ready_event()), name="mysql-sink")
             group.create_task(run_projection(settings, "redis", await redis_sink.create_writer(settings),
                                              registry=registry, ready=ready_event()), name="redis-sink")
+            group.create_task(mysql_sink.monitor_replica_lag(settings), name="replica-lag")
         if "web" in roles:
             from web.app import serve
 

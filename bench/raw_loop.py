@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app.codec import CommandCodec, EventCodec, SchemaRegistry
 from app.domain import events as e
 from app.domain.hashing import GENESIS_HASH
-from app.kafka import consumer_options, producer_options
+from app.kafka import RecordBatches, consumer_options, producer_options
 from app.settings import Settings
 
 
@@ -36,6 +36,8 @@ async def raw_loop(settings: Settings, instance: int, instances: int) -> None:
             if not batch:
                 continue
             await producer.begin_transaction()
+            # The same batched sends as the processor, so the ratio measures the ledger's own work.
+            batches = RecordBatches(producer)
             for tp, records in batch.items():
                 for record in records:
                     command = commands.decode(record.value)
@@ -43,8 +45,8 @@ async def raw_loop(settings: Settings, instance: int, instances: int) -> None:
                         wallet_id=command.wallet_id, command_id=command.command_id, timestamp_ms=command.timestamp_ms,
                         version=0, balance_after_minor=0, available_after_minor=0, held_after_minor=0,
                         hash=GENESIS_HASH, command_kind=type(command).__name__, code="RAW", detail="")
-                    await producer.send(settings.events_topic, key=record.key, value=events.encode(event),
-                                        partition=tp.partition)
+                    await batches.add(settings.events_topic, tp.partition, record.key, events.encode(event), [])
+            await batches.submit()
             await producer.send_offsets_to_transaction(
                 {tp: records[-1].offset + 1 for tp, records in batch.items()}, group)
             await producer.commit_transaction()

@@ -7,6 +7,8 @@ What is stored (bytes keys, raw mode):
 - `h/<expires_at_ms:019d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index)
   (19 digits: every non-negative Avro long sorts in numeric order)
 - `m/events_offset`                     next offset of this partition of `wallet.events` reflected here
+- `m/gauges`                            business figures of this partition, folded from its events:
+                                        money in transit per currency and open holds (JSON)
 
 The changelog of this table is `wallet.events` itself: the store is a fold of the event log, written
 only after the Kafka transaction that produced the events committed, together with the offset marker in
@@ -27,6 +29,9 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch
 from app.domain.state import Hold, WalletState
 
 _MARKER = b"m/events_offset"
+# Committed wallet states kept decoded in memory: a hit skips a RocksDB read and a JSON decode.
+STATE_CACHE_SIZE_MAX = 200_000
+_GAUGES = b"m/gauges"
 
 
 def encode_state(state: WalletState) -> bytes:
@@ -61,6 +66,7 @@ class BatchChanges:
     hold_ops: list[tuple[bool, bytes]] = field(default_factory=list)
     commands_expired: list[tuple[bytes, bytes]] = field(default_factory=list)
     events_offset: int | None = None
+    gauges: dict | None = None  # the partition's figures after the batch, when it changed them
 
     def __bool__(self) -> bool:
         return bool(self.wallets or self.commands or self.commands_expired or self.events_offset is not None)
@@ -75,6 +81,7 @@ class PartitionStore:
         options.create_if_missing(True)
         self._db = Rdict(str(path), options)
         self.changes = BatchChanges()
+        self._cache: dict[str, WalletState] = {}  # committed states only (filled on read and on apply)
 
     def close(self) -> None:
         self._db.close()
@@ -82,11 +89,20 @@ class PartitionStore:
     # ------------------------------------------------------------ reads (overlay first)
 
     def wallet(self, wallet_id: str) -> WalletState | None:
-        found = self.changes.wallets.get(wallet_id)
+        found = self.changes.wallets.get(wallet_id) or self._cache.get(wallet_id)
         if found is not None:
             return found
         raw = self._db.get(b"w/" + wallet_id.encode())
-        return None if raw is None else decode_state(wallet_id, raw)
+        if raw is None:
+            return None
+        state = decode_state(wallet_id, raw)
+        self._remember(state)
+        return state
+
+    def _remember(self, state: WalletState) -> None:
+        if len(self._cache) >= STATE_CACHE_SIZE_MAX:
+            self._cache.clear()  # bounded; the store still has everything
+        self._cache[state.wallet_id] = state
 
     def seen_command(self, command_id: str) -> str | None:
         """`"<timestamp_ms>:<fingerprint>"` of a command already decided, or None."""
@@ -119,6 +135,24 @@ class PartitionStore:
             if hold_id not in after_holds:
                 self.changes.hold_ops.append((False, _hold_key(after.wallet_id, hold_id, hold.expires_at_ms)))
 
+    def gauges(self) -> dict:
+        """{"in_transit": {currency: minor units}, "holds_open": count} after the staged batch."""
+        if self.changes.gauges is not None:
+            return self.changes.gauges
+        raw = self._db.get(_GAUGES)
+        return json.loads(raw) if raw is not None else {"in_transit": {}, "holds_open": 0}
+
+    def track(self, event: object, in_transit_delta_minor: int, holds_open_delta: int) -> None:
+        """Fold one event's effect on the partition's business figures into the staged batch."""
+        if not in_transit_delta_minor and not holds_open_delta:
+            return
+        gauges = self.gauges()
+        gauges = {"in_transit": dict(gauges["in_transit"]), "holds_open": gauges["holds_open"] + holds_open_delta}
+        if in_transit_delta_minor:
+            currency = event.currency
+            gauges["in_transit"][currency] = gauges["in_transit"].get(currency, 0) + in_transit_delta_minor
+        self.changes.gauges = gauges
+
     def discard(self) -> None:
         """Forget the staged batch (its transaction aborted)."""
         self.changes = BatchChanges()
@@ -135,6 +169,7 @@ class PartitionStore:
             batch.delete(command_key)
         for wallet_id, state in changes.wallets.items():
             batch.put(b"w/" + wallet_id.encode(), encode_state(state))
+            self._remember(state)
         for command_id, seen in changes.commands.items():
             batch.put(b"c/" + command_id.encode(), seen.encode())
             batch.put(f"x/{int(seen.split(':', 1)[0]):019d}/{command_id}".encode(), b"")
@@ -145,6 +180,8 @@ class PartitionStore:
                 batch.delete(key)
         if changes.events_offset is not None:
             batch.put(_MARKER, str(changes.events_offset).encode())
+        if changes.gauges is not None:
+            batch.put(_GAUGES, json.dumps(changes.gauges, separators=(",", ":")).encode())
         self._db.write(batch)
 
     # ------------------------------------------------------------ scans (bounded)

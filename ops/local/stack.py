@@ -34,11 +34,20 @@ KAFKA_READY_TIMEOUT_S = 90.0
 REGISTRY_READY_TIMEOUT_S = 180.0
 MARIADB_READY_TIMEOUT_S = 60.0
 REDIS_READY_TIMEOUT_S = 20.0
+PROMETHEUS_READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 20.0
 # Heaps are bounded: the machine has 2 cores and everything shares them.
 KAFKA_HEAP = "-Xmx768m"
 REGISTRY_HEAP = "-Xmx384m"
-APT_PACKAGES = {"mariadbd": "mariadb-server", "redis-server": "redis-server"}
+APT_PACKAGES = {"mariadbd": "mariadb-server", "redis-server": "redis-server", "prometheus": "prometheus"}
+# The local replica's account on the primary (local only: the stack binds to 127.0.0.1).
+REPLICATION_USER = "wallet_repl"
+REPLICATION_PASSWORD = "wallet_repl"
+# Both replication threads must be running this soon after `START SLAVE`.
+REPLICA_RUNNING_TIMEOUT_S = 60.0
+# Databases the replica does not apply: `wallet bench sink` writes 1M rows there and the benchmark
+# should not share the two cores with a replica applying them.
+REPLICA_IGNORED_TABLES = "bench\\_%.%"
 
 
 class StackError(RuntimeError):
@@ -244,7 +253,9 @@ def _start_mariadb(settings: Settings) -> subprocess.Popen:
         f"--socket={settings.state_dir / 'mariadb' / 'mariadb.sock'}",
         f"--pid-file={settings.state_dir / 'mariadb' / 'mariadbd.pid'}",
         "--server-id=1", f"--log-bin={datadir / 'binlog'}", "--binlog-format=ROW",
-        "--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=1",
+        # A sink catch-up of 1M events writes ~600 MB of rows and indexes: a pool and redo log that hold
+        # them avoid page eviction and checkpoint stalls (docs/BENCHMARKS.md, Sink).
+        "--innodb-buffer-pool-size=1G", "--innodb-log-file-size=512M", "--innodb-flush-log-at-trx-commit=1",
         "--max-connections=300", "--skip-name-resolve",
     ])
 
@@ -253,12 +264,100 @@ def _mariadb_ready(settings: Settings) -> bool:
     return _port_open(settings.mysql_port) and _mysql_root(settings, "SELECT 1") is not None
 
 
-def _mysql_root(settings: Settings, sql: str) -> str | None:
-    sock = settings.state_dir / "mariadb" / "mariadb.sock"
+def _mysql_root(settings: Settings, sql: str, *, server: str = "mariadb", port: int | None = None) -> str | None:
+    sock = settings.state_dir / server / "mariadb.sock"
     args = ["mariadb", "-uroot", "-N", "-B", "-e", sql]
-    args += [f"--socket={sock}"] if sock.exists() else ["-h127.0.0.1", f"-P{settings.mysql_port}"]
+    args += [f"--socket={sock}"] if sock.exists() else ["-h127.0.0.1", f"-P{port or settings.mysql_port}"]
     proc = subprocess.run(args, capture_output=True, text=True)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def _replica_sql(settings: Settings, sql: str) -> str | None:
+    return _mysql_root(settings, sql, server="mariadb-replica", port=settings.mysql_replica_port)
+
+
+def _start_mariadb_replica(settings: Settings) -> subprocess.Popen:
+    datadir = _state(settings, "mariadb-replica", "data")
+    if not (datadir / "mysql").exists():
+        subprocess.run([_mariadb_bin("mariadb-install-db"), f"--datadir={datadir}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True)
+    return _spawn(settings, "mariadb-replica", [
+        _mariadb_bin("mariadbd"), "--no-defaults", f"--datadir={datadir}", "--user=root",
+        f"--port={settings.mysql_replica_port}", "--bind-address=127.0.0.1",
+        f"--socket={settings.state_dir / 'mariadb-replica' / 'mariadb.sock'}",
+        f"--pid-file={settings.state_dir / 'mariadb-replica' / 'mariadbd.pid'}",
+        "--server-id=2", "--read-only=ON", f"--relay-log={datadir / 'relay'}",
+        f"--replicate-wild-ignore-table={REPLICA_IGNORED_TABLES}",
+        "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
+        "--max-connections=200", "--skip-name-resolve",
+    ])
+
+
+def _mariadb_replica_ready(settings: Settings) -> bool:
+    return _port_open(settings.mysql_replica_port) and _replica_sql(settings, "SELECT 1") is not None
+
+
+def _mariadb_replica_provision(settings: Settings) -> None:
+    """Make the replica a GTID replica of the primary and start it (idempotent).
+
+    A replica never configured is seeded from a consistent dump of the primary's databases taken with
+    its GTID position (`mariadb-dump --single-transaction --gtid --master-data=2`), then replicates from
+    that position: the primary's binlog may hold years of writes, a dump holds only what is there now.
+    """
+    user, password, _ = _dsn_credentials(settings.mysql_dsn)
+    # The replication account stays out of the binlog: the replica has no use for it.
+    if _mysql_root(settings, f"SET SESSION sql_log_bin = 0; "
+                   f"CREATE USER IF NOT EXISTS '{REPLICATION_USER}'@'127.0.0.1' IDENTIFIED BY '{REPLICATION_PASSWORD}'; "
+                   f"GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'127.0.0.1';") is None:
+        raise StackError("could not create the replication user on the MariaDB primary")
+    if not (_replica_sql(settings, "SHOW SLAVE STATUS") or "").strip():
+        _seed_replica(settings)
+    grants = (f"CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+              f"CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY '{password}'; "
+              f"GRANT SLAVE MONITOR ON *.* TO '{user}'@'127.0.0.1'; "
+              f"GRANT SLAVE MONITOR ON *.* TO '{user}'@'localhost';")
+    if _replica_sql(settings, grants) is None:
+        raise StackError("could not create the read user on the MariaDB replica")
+    _replica_sql(settings, "START SLAVE")  # a note, not an error, when it already runs
+    deadline = time.monotonic() + REPLICA_RUNNING_TIMEOUT_S
+    state = ""
+    while time.monotonic() < deadline:
+        state = _replica_sql(settings, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                                       "WHERE VARIABLE_NAME = 'SLAVE_RUNNING'") or ""
+        if state.strip() == "ON":  # both threads run
+            return
+        time.sleep(0.5)
+    raise StackError(f"replica threads not running after {REPLICA_RUNNING_TIMEOUT_S:.0f} s:\n{state}")
+
+
+def _seed_replica(settings: Settings) -> None:
+    system = {"mysql", "information_schema", "performance_schema", "sys"}
+    databases = [name for name in (_mysql_root(settings, "SHOW DATABASES") or "").split()
+                 if name not in system and not name.startswith("bench_")]
+    position = ""
+    if databases:
+        sock = settings.state_dir / "mariadb" / "mariadb.sock"
+        dump = subprocess.run(["mariadb-dump", "-uroot", f"--socket={sock}", "--single-transaction", "--gtid",
+                               "--master-data=2", "--databases", *databases],
+                              check=True, capture_output=True, text=True).stdout
+        for line in dump.splitlines():
+            if "gtid_slave_pos" in line:
+                position = line.split("'")[1]
+                break
+        replica_sock = settings.state_dir / "mariadb-replica" / "mariadb.sock"
+        subprocess.run(["mariadb", "-uroot", f"--socket={replica_sock}"], input=dump, check=True,
+                       capture_output=True, text=True)
+    else:
+        position = (_mysql_root(settings, "SELECT @@GLOBAL.gtid_binlog_pos") or "").strip()
+    sql = (f"SET GLOBAL gtid_slave_pos = '{position}'; "
+           f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {settings.mysql_port}, "
+           f"MASTER_USER = '{REPLICATION_USER}', MASTER_PASSWORD = '{REPLICATION_PASSWORD}', "
+           f"MASTER_CONNECT_RETRY = 2, MASTER_USE_GTID = slave_pos;")
+    if _replica_sql(settings, sql) is None:
+        raise StackError("could not point the MariaDB replica at the primary")
+    print(f"stack: mariadb-replica seeded from the primary at GTID '{position}' ({len(databases)} databases)",
+          flush=True)
 
 
 def _mariadb_provision(settings: Settings) -> None:
@@ -271,6 +370,19 @@ def _mariadb_provision(settings: Settings) -> None:
            f"GRANT ALL ON `{database}`.* TO '{user}'@'localhost'; FLUSH PRIVILEGES;")
     if _mysql_root(settings, sql) is None:
         raise StackError("could not create the wallet database and user in MariaDB")
+
+
+def create_database(settings: Settings, database: str, *, drop: bool = False) -> str:
+    """Create (or re-create with `drop`) a database on the local primary that the DSN's user may use;
+    return `settings.mysql_dsn` pointing at it (tests and benchmarks get read models of their own)."""
+    user, _, current = _dsn_credentials(settings.mysql_dsn)
+    drop_sql = f"DROP DATABASE IF EXISTS `{database}`; " if drop else ""
+    sql = (f"{drop_sql}CREATE DATABASE IF NOT EXISTS `{database}`; "
+           f"GRANT ALL ON `{database}`.* TO '{user}'@'127.0.0.1'; GRANT ALL ON `{database}`.* TO '{user}'@'localhost';")
+    if _mysql_root(settings, sql) is None:
+        raise StackError(f"could not create the database {database} in the local MariaDB")
+    base, _, query = settings.mysql_dsn.partition("?")
+    return base.rsplit("/", 1)[0] + f"/{database}" + (f"?{query}" if query else "")
 
 
 def _dsn_credentials(dsn: str) -> tuple[str, str, str]:
@@ -289,7 +401,10 @@ def _start_redis(settings: Settings) -> subprocess.Popen:
     datadir.mkdir(parents=True, exist_ok=True)
     return _spawn(settings, "redis", [
         shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(settings.redis_port),
-        "--bind", "127.0.0.1", "--dir", str(datadir), "--save", "", "--appendonly", "no",
+        "--bind", "127.0.0.1", "--dir", str(datadir), "--save", "",
+        # The read model survives a restart (a stop/start loses nothing; a crash at most 1 s, which
+        # `wallet rebuild` repairs): without it, wallets not written since the restart vanish from Redis.
+        "--appendonly", "yes", "--appendfsync", "everysec",
         "--daemonize", "no", "--protected-mode", "yes",
     ])
 
@@ -305,6 +420,58 @@ def _redis_ready(settings: Settings) -> bool:
         return False
 
 
+# ---------------------------------------------------------------- prometheus
+
+PROMETHEUS_SOURCE_CONFIG = REPO_ROOT / "ops" / "prometheus" / "prometheus.yml"
+
+
+def prometheus_config(settings: Settings) -> dict:
+    """ops/prometheus/prometheus.yml (the compose file's config) with local targets and absolute rule files.
+
+    One source config: the compose service names `worker` and `web` become 127.0.0.1 on the ports these
+    settings give the worker's metrics endpoint and the API.
+    """
+    import yaml
+
+    config = yaml.safe_load(PROMETHEUS_SOURCE_CONFIG.read_text())
+    local_ports = {"worker": settings.worker_web_port, "web": settings.http_port}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets = []
+            for target in static["targets"]:
+                host = target.rsplit(":", 1)[0]
+                if host not in local_ports:
+                    raise StackError(f"{PROMETHEUS_SOURCE_CONFIG}: no local port for target {target}")
+                targets.append(f"127.0.0.1:{local_ports[host]}")
+            static["targets"] = targets
+    config["rule_files"] = [str(PROMETHEUS_SOURCE_CONFIG.parent / name) for name in config.get("rule_files", [])]
+    return config
+
+
+def _start_prometheus(settings: Settings) -> subprocess.Popen:
+    import yaml
+
+    config_path = _state(settings, "prometheus", "prometheus.yml")
+    config_path.write_text(yaml.safe_dump(prometheus_config(settings), sort_keys=False))
+    data_dir = settings.state_dir / "prometheus" / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return _spawn(settings, "prometheus", [
+        shutil.which("prometheus") or "/usr/bin/prometheus", f"--config.file={config_path}",
+        f"--storage.tsdb.path={data_dir}",
+        "--storage.tsdb.retention.time=2d", f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+        # POST /-/reload picks up an edited config without a restart.
+        "--web.enable-lifecycle",
+    ])
+
+
+def _prometheus_ready(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.prometheus_port}/-/ready", timeout=2) as resp:
+            return resp.status == 200
+    except Exception:  # connection refused / 503 while starting
+        return False
+
+
 # ---------------------------------------------------------------- orchestration
 
 
@@ -317,10 +484,18 @@ def services(settings: Settings) -> list[Service]:
         Service("redis", settings.redis_port, lambda: _redis_ready(settings),
                 lambda: _start_redis(settings), REDIS_READY_TIMEOUT_S),
     ]
+    if settings.mysql_replica_port:
+        # After the primary, which it is seeded from and replicates.
+        svc.insert(svc.index(next(s for s in svc if s.name == "mariadb")) + 1,
+                   Service("mariadb-replica", settings.mysql_replica_port,
+                           lambda: _mariadb_replica_ready(settings), lambda: _start_mariadb_replica(settings),
+                           MARIADB_READY_TIMEOUT_S))
     if settings.registry_local:
         # After Kafka: its storage is a topic on the broker.
         svc.insert(1, Service("registry", settings.registry_port, lambda: _registry_ready(settings),
                               lambda: _start_registry(settings), REGISTRY_READY_TIMEOUT_S))
+    svc.append(Service("prometheus", settings.prometheus_port, lambda: _prometheus_ready(settings),
+                       lambda: _start_prometheus(settings), PROMETHEUS_READY_TIMEOUT_S))
     return svc
 
 
@@ -370,7 +545,18 @@ def up(settings: Settings, names: list[str] | None = None) -> list[str]:
                   f"({time.monotonic() - t0:.1f} s)", flush=True)
         if service.name == "mariadb":
             _mariadb_provision(settings)
+        if service.name == "mariadb-replica":
+            _mariadb_replica_provision(settings)
     return started
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a service this process started, or it stays a zombie that `_pid` sees alive
+    (and `down` would wait the whole STOP_GRACE_S for it)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: its own parent reaps it
+        pass
 
 
 def down(settings: Settings, names: list[str] | None = None) -> None:
@@ -384,6 +570,7 @@ def down(settings: Settings, names: list[str] | None = None) -> None:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and _pid(settings, service.name) is not None:
+            _reap(pid)
             time.sleep(0.2)
         if _pid(settings, service.name) is not None:
             os.killpg(pid, signal.SIGKILL)

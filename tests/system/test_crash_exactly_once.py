@@ -14,6 +14,7 @@ show what they buy (docs/DESIGN.md reports that run); the default is the product
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -141,8 +142,12 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
                 sigkills += 1
             else:
                 failpoint_kills += 1
-            await asyncio.to_thread(restart, not sending.done())
+            await asyncio.to_thread(restart, True)
         poison = await sending
+        # One more crash, then a worker without the failpoint drains what is left.
+        worker.kill()
+        sigkills += 1
+        await asyncio.to_thread(restart, False)
         assert sigkills + failpoint_kills >= KILLS_MIN, "too few crashes landed while commands flowed"
         assert failpoint_kills >= 1, "no worker died at the mid-batch failpoint"
 
@@ -187,6 +192,7 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
     replayed = replay(events)
 
     table = {}
+    gauges = []
     for partition in range(settings.partitions):
         db = open_read_only(store_path(settings, partition))
         try:
@@ -195,9 +201,12 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
                     break
                 wallet_id = key[2:].decode()
                 table[wallet_id] = decode_state(wallet_id, value)
+            gauges.append(json.loads(db[b"m/gauges"]))
         finally:
             db.close()
     assert table == replayed, "the table must equal a replay of the committed events"
+    assert sum(g["holds_open"] for g in gauges) == sum(len(s.holds) for s in replayed.values())
+    assert sum(g["in_transit"].get("EUR", 0) for g in gauges) == 0, "the in-transit gauge must settle to zero"
 
     deposits = sum(ev.amount_minor for ev in events if isinstance(ev, e.Deposited))
     withdrawals = sum(ev.amount_minor for ev in events if isinstance(ev, e.Withdrawn))

@@ -1,0 +1,233 @@
+"""`wallet reconcile`: compare every copy of every wallet, verify every hash chain and the conservation law.
+
+Sources, wallet by wallet:
+- `replay`: a fold of `wallet.events` (the truth) with `app.domain.ledger.replay`;
+- `table`:  the processor's RocksDB stores under `<state_dir>/processor/p<N>`, opened read-only;
+- `mysql`:  the `wallets` row, and the `ledger_entries` rows against the applied events (version, hash,
+            balance after) on the primary;
+- `redis`:  the `wallet:<id>` hash.
+Each difference is printed; the exit status is 1 when there is any. Run it on a quiet system: a copy
+that is merely behind (a sink still catching up) is reported as a difference too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from app.domain import events as e
+from app.domain.errors import ChainBroken, DomainError
+from app.domain.ledger import replay, verify_chain
+from app.domain.state import WalletState
+from app.settings import Settings
+
+# The wallet fields every copy must agree on (minor units where amounts).
+COMPARED_FIELDS = ("version", "balance_minor", "held_minor", "available_minor", "currency", "status")
+# Wallets per MySQL/Redis read round trip.
+READ_CHUNK_WALLETS = 1_000
+
+
+@dataclass
+class Report:
+    wallets: int = 0
+    events: int = 0
+    differences: list[str] = field(default_factory=list)
+
+    def differ(self, text: str) -> None:
+        self.differences.append(text)
+
+
+def _position(state: WalletState) -> dict[str, object]:
+    return {"version": state.version, "balance_minor": state.balance_minor, "held_minor": state.held_minor,
+            "available_minor": state.available_minor, "currency": state.currency, "status": state.status}
+
+
+def _compare(report: Report, source: str, wallet_id: str, expected: dict[str, object],
+             found: dict[str, object] | None) -> None:
+    if found is None:
+        report.differ(f"{wallet_id}: missing in {source}")
+        return
+    for name in COMPARED_FIELDS:
+        if name in found and str(found[name]) != str(expected[name]):
+            report.differ(f"{wallet_id}: {source} {name}={found[name]} but the event log says {expected[name]}")
+
+
+def _conservation(report: Report, events: list[e.EventBase], states: dict[str, WalletState]) -> None:
+    """Σ balances + in transit = Σ deposits − Σ withdrawals − Σ captures, per currency (minor units)."""
+    flows: dict[str, int] = defaultdict(int)
+    debited: dict[str, tuple[str, int]] = {}
+    settled: set[str] = set()
+    for event in events:
+        if isinstance(event, e.Deposited):
+            flows[event.currency] += event.amount_minor
+        elif isinstance(event, (e.Withdrawn, e.HoldCaptured)):
+            flows[event.currency] -= event.amount_minor
+        elif isinstance(event, e.TransferDebited):
+            debited[event.transfer_id] = (event.currency, event.amount_minor)
+        elif isinstance(event, (e.TransferCredited, e.TransferRefunded)):
+            settled.add(event.transfer_id)
+    balances: dict[str, int] = defaultdict(int)
+    for state in states.values():
+        balances[state.currency] += state.balance_minor
+    in_transit: dict[str, int] = defaultdict(int)
+    for transfer_id, (currency, amount_minor) in debited.items():
+        if transfer_id not in settled:
+            in_transit[currency] += amount_minor
+    for currency in sorted(set(flows) | set(balances) | set(in_transit)):
+        left = balances[currency] + in_transit[currency]
+        if left != flows[currency]:
+            report.differ(f"conservation {currency}: balances {balances[currency]} + in transit "
+                          f"{in_transit[currency]} != deposits - withdrawals - captures {flows[currency]}")
+
+
+def _table_states(settings: Settings) -> dict[str, WalletState] | None:
+    """Every wallet of the processor stores found under state_dir (None when there are none here)."""
+    from tables.wallet_store import decode_state, open_read_only
+
+    root = settings.state_dir / "processor"
+    paths = [root / f"p{p}" for p in range(settings.partitions) if (root / f"p{p}").exists()]
+    if not paths:
+        return None
+    states: dict[str, WalletState] = {}
+    for path in paths:
+        db = open_read_only(path)
+        try:
+            for key, value in db.items(from_key=b"w/"):
+                if not key.startswith(b"w/"):
+                    break
+                wallet_id = key[2:].decode()
+                states[wallet_id] = decode_state(wallet_id, value)
+        finally:
+            db.close()
+    return states
+
+
+async def _mysql(settings: Settings, wallet_ids: list[str]):
+    from sqlalchemy import select
+
+    from agents.mysql_sink import make_engine
+    from app.readmodel import ledger_entries, wallets
+
+    engine = make_engine(settings.mysql_dsn)
+    rows: dict[str, dict] = {}
+    entries: dict[str, dict[int, tuple]] = defaultdict(dict)
+    try:
+        async with engine.connect() as conn:
+            for row in (await conn.execute(select(wallets))).mappings():
+                rows[row["wallet_id"]] = dict(row)
+            query = select(ledger_entries.c.wallet_id, ledger_entries.c.version, ledger_entries.c.hash,
+                           ledger_entries.c.balance_after_minor)
+            for wallet_id, version, hash_, balance in (await conn.execute(query)):
+                entries[wallet_id][version] = (hash_, balance)
+    finally:
+        await engine.dispose()
+    return rows, entries
+
+
+async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
+    from agents.redis_sink import WALLET_KEY_PREFIX, make_client, wallet_key
+
+    client = make_client(settings.redis_url)
+    found: dict[str, dict] = {}
+    try:
+        for start in range(0, len(wallet_ids), READ_CHUNK_WALLETS):
+            chunk = wallet_ids[start:start + READ_CHUNK_WALLETS]
+            async with client.pipeline(transaction=False) as pipe:
+                for wallet_id in chunk:
+                    pipe.hgetall(wallet_key(wallet_id))
+                for wallet_id, values in zip(chunk, await pipe.execute()):
+                    if values:
+                        found[wallet_id] = values
+        keys = {key[len(WALLET_KEY_PREFIX):] async for key in client.scan_iter(match=f"{WALLET_KEY_PREFIX}*",
+                                                                              count=1000)}
+    finally:
+        await client.aclose()
+    return found, keys
+
+
+async def reconcile(settings: Settings, *, check_table: bool = True) -> Report:
+    """Compare replay, table, MySQL and Redis wallet by wallet; verify chains and conservation."""
+    from app.rebuild import read_event_batches
+
+    report = Report()
+    events: list[e.EventBase] = []
+    async for items in read_event_batches(settings):
+        events.extend(item.event for item in items)
+    report.events = len(events)
+    by_wallet: dict[str, list[e.EventBase]] = defaultdict(list)
+    for event in events:
+        by_wallet[event.wallet_id].append(event)
+    try:
+        states = replay(events)
+    except DomainError as exc:
+        report.differ(f"the event log does not replay: {exc}")
+        return report
+    report.wallets = len(states)
+    for wallet_id, stream in by_wallet.items():
+        try:
+            verify_chain(stream)
+        except ChainBroken as exc:
+            report.differ(f"{wallet_id}: hash chain broken: {exc}")
+    _conservation(report, events, states)
+
+    wallet_ids = sorted(states)
+    if check_table:
+        table = await asyncio.to_thread(_table_states, settings)
+        if table is None:
+            report.differ(f"table: no processor store under {settings.state_dir / 'processor'} "
+                          "(run reconcile where the processor keeps its state, or pass --no-table)")
+        else:
+            for wallet_id in wallet_ids:
+                found = table.get(wallet_id)
+                _compare(report, "table", wallet_id, _position(states[wallet_id]),
+                         None if found is None else _position(found))
+                if found is not None and found.last_hash != states[wallet_id].last_hash:
+                    report.differ(f"{wallet_id}: table last_hash differs from the event log")
+            for wallet_id in sorted(set(table) - set(states)):
+                report.differ(f"{wallet_id}: in the table but not in the event log")
+
+    rows, entries = await _mysql(settings, wallet_ids)
+    for wallet_id in wallet_ids:
+        state = states[wallet_id]
+        row = rows.get(wallet_id)
+        _compare(report, "mysql", wallet_id, _position(state), None if row is None else {
+            "version": row["version"], "balance_minor": row["balance_minor"], "held_minor": row["held_minor"],
+            "available_minor": row["available_minor"], "currency": row["currency"], "status": row["status"]})
+        if row is not None and row["last_hash"] != state.last_hash:
+            report.differ(f"{wallet_id}: mysql last_hash differs from the event log")
+        expected = {ev.version: (ev.hash, ev.balance_after_minor) for ev in by_wallet[wallet_id]
+                    if e.is_applied(ev)}
+        found_entries = entries.get(wallet_id, {})
+        for version in sorted(set(expected) | set(found_entries)):
+            if version not in found_entries:
+                report.differ(f"{wallet_id}: mysql ledger_entries lacks version {version}")
+            elif version not in expected:
+                report.differ(f"{wallet_id}: mysql ledger_entries has version {version} the log does not")
+            elif found_entries[version] != expected[version]:
+                report.differ(f"{wallet_id}: mysql ledger entry {version} (hash, balance after) "
+                              f"{found_entries[version]} != {expected[version]}")
+    for wallet_id in sorted(set(rows) - set(states)):
+        report.differ(f"{wallet_id}: in mysql wallets but not in the event log")
+
+    hashes, keys = await _redis(settings, wallet_ids)
+    for wallet_id in wallet_ids:
+        values = hashes.get(wallet_id)
+        _compare(report, "redis", wallet_id, _position(states[wallet_id]), None if values is None else {
+            "version": values.get("version"), "balance_minor": values.get("balance"),
+            "held_minor": values.get("held"), "available_minor": values.get("available"),
+            "currency": values.get("currency"), "status": values.get("status")})
+    for wallet_id in sorted(keys - set(states)):
+        report.differ(f"{wallet_id}: in redis but not in the event log")
+    return report
+
+
+def main(settings: Settings, *, check_table: bool = True) -> int:
+    report = asyncio.run(reconcile(settings, check_table=check_table))
+    for line in report.differences:
+        print(f"DIFF {line}")
+    verdict = "agree" if not report.differences else f"{len(report.differences)} differences"
+    print(f"reconcile: {report.wallets:,} wallets, {report.events:,} events: {verdict}",
+          file=sys.stdout if not report.differences else sys.stderr)
+    return 0 if not report.differences else 1
