@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
@@ -61,3 +65,21 @@ for _sink in SINKS:
     sink_events_total.labels(_sink)
     sink_batch_seconds.labels(_sink)
     sink_retries_total.labels(_sink)
+
+
+class ReconcileResult:
+    """Exports the verdict `wallet reconcile` (a scheduled job) left in the state folder, read per scrape."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self):
+        try:
+            result = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return  # no run yet: the alert on the success timestamp's absence covers it
+        yield GaugeMetricFamily("wallet_reconcile_differences", "Differences found by the last `wallet reconcile`.",
+                                value=result["differences"])
+        yield GaugeMetricFamily("wallet_reconcile_last_success_timestamp_seconds",
+                                "When `wallet reconcile` last found no difference (Unix time).",
+                                value=result["last_success_at_s"])

@@ -13,7 +13,9 @@ that is merely behind (a sink still catching up) is reported as a difference too
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -25,6 +27,8 @@ from app.settings import Settings
 
 # The wallet fields every copy must agree on (minor units where amounts).
 COMPARED_FIELDS = ("version", "balance_minor", "held_minor", "available_minor", "currency", "status")
+# The last run's verdict, read by the worker's metrics (app.metrics.ReconcileResult).
+RESULT_FILE = "reconcile-last.json"
 # Wallets per MySQL/Redis read round trip.
 READ_CHUNK_WALLETS = 1_000
 
@@ -223,8 +227,19 @@ async def reconcile(settings: Settings, *, check_table: bool = True) -> Report:
     return report
 
 
+def record_result(settings: Settings, differences: int, now_s: float) -> None:
+    """Keep the last run's verdict in `<state_dir>/reconcile-last.json` for the worker's metrics."""
+    path = settings.state_dir / RESULT_FILE
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    result = {"finished_at_s": now_s, "differences": differences,
+              "last_success_at_s": now_s if differences == 0 else previous.get("last_success_at_s", 0)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+
+
 def main(settings: Settings, *, check_table: bool = True) -> int:
     report = asyncio.run(reconcile(settings, check_table=check_table))
+    record_result(settings, len(report.differences), time.time())
     for line in report.differences:
         print(f"DIFF {line}")
     verdict = "agree" if not report.differences else f"{len(report.differences)} differences"

@@ -11,7 +11,10 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
+
+from app.metrics import ReconcileResult
+from app.reconcile import RESULT_FILE
 
 from app.settings import Settings
 
@@ -49,6 +52,8 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
             group.create_task(run_projection(settings, "redis", await redis_sink.create_writer(settings),
                                              registry=registry, ready=ready_event()), name="redis-sink")
             group.create_task(mysql_sink.monitor_replica_lag(settings), name="replica-lag")
+            # The sinks process also reports the last `wallet reconcile` verdict (one process, no duplicates).
+            REGISTRY.register(ReconcileResult(settings.state_dir / RESULT_FILE))
         if "web" in roles:
             from web.app import serve
 
