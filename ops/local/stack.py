@@ -36,6 +36,7 @@ MARIADB_READY_TIMEOUT_S = 60.0
 REDIS_READY_TIMEOUT_S = 20.0
 PROMETHEUS_READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 20.0
+BINLOG_EXPIRE_S = 24 * 3600
 # Heaps are bounded: the machine has 2 cores and everything shares them.
 KAFKA_HEAP = "-Xmx768m"
 REGISTRY_HEAP = "-Xmx384m"
@@ -241,22 +242,32 @@ def _mariadb_bin(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-def _start_mariadb(settings: Settings) -> subprocess.Popen:
-    datadir = _state(settings, "mariadb", "data")
+def _start_mariadbd(settings: Settings, name: str, port: int, role_args: list[str]) -> subprocess.Popen:
+    """One of our MariaDB servers: data, socket and pid file under `.state/<name>/`."""
+    datadir = _state(settings, name, "data")
     if not (datadir / "mysql").exists():
         subprocess.run([_mariadb_bin("mariadb-install-db"), f"--datadir={datadir}", "--user=root",
                         "--auth-root-authentication-method=normal", "--skip-test-db"],
                        check=True, capture_output=True)
-    return _spawn(settings, "mariadb", [
+    return _spawn(settings, name, [
         _mariadb_bin("mariadbd"), "--no-defaults", f"--datadir={datadir}", "--user=root",
-        f"--port={settings.mysql_port}", "--bind-address=127.0.0.1",
-        f"--socket={settings.state_dir / 'mariadb' / 'mariadb.sock'}",
-        f"--pid-file={settings.state_dir / 'mariadb' / 'mariadbd.pid'}",
+        f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+        f"--socket={settings.state_dir / name / 'mariadb.sock'}",
+        f"--pid-file={settings.state_dir / name / 'mariadbd.pid'}",
+        *role_args,
+    ])
+
+
+def _start_mariadb(settings: Settings) -> subprocess.Popen:
+    datadir = settings.state_dir / "mariadb" / "data"
+    return _start_mariadbd(settings, "mariadb", settings.mysql_port, [
         "--server-id=1", f"--log-bin={datadir / 'binlog'}", "--binlog-format=ROW",
+        # The replica needs the binlog only until it has applied it; a day bounds the disk it takes.
+        f"--binlog-expire-logs-seconds={BINLOG_EXPIRE_S}",
         # A sink catch-up of 1M events writes ~600 MB of rows and indexes: a pool and redo log that hold
         # them avoid page eviction and checkpoint stalls (docs/BENCHMARKS.md, Sink).
         "--innodb-buffer-pool-size=1G", "--innodb-log-file-size=512M", "--innodb-flush-log-at-trx-commit=1",
-        "--max-connections=300", "--skip-name-resolve",
+        "--max-connections=300",
     ])
 
 
@@ -277,20 +288,12 @@ def _replica_sql(settings: Settings, sql: str) -> str | None:
 
 
 def _start_mariadb_replica(settings: Settings) -> subprocess.Popen:
-    datadir = _state(settings, "mariadb-replica", "data")
-    if not (datadir / "mysql").exists():
-        subprocess.run([_mariadb_bin("mariadb-install-db"), f"--datadir={datadir}", "--user=root",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
-                       check=True, capture_output=True)
-    return _spawn(settings, "mariadb-replica", [
-        _mariadb_bin("mariadbd"), "--no-defaults", f"--datadir={datadir}", "--user=root",
-        f"--port={settings.mysql_replica_port}", "--bind-address=127.0.0.1",
-        f"--socket={settings.state_dir / 'mariadb-replica' / 'mariadb.sock'}",
-        f"--pid-file={settings.state_dir / 'mariadb-replica' / 'mariadbd.pid'}",
+    datadir = settings.state_dir / "mariadb-replica" / "data"
+    return _start_mariadbd(settings, "mariadb-replica", settings.mysql_replica_port, [
         "--server-id=2", "--read-only=ON", f"--relay-log={datadir / 'relay'}",
         f"--replicate-wild-ignore-table={REPLICA_IGNORED_TABLES}",
         "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
-        "--max-connections=200", "--skip-name-resolve",
+        "--max-connections=200",
     ])
 
 
