@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
@@ -105,29 +106,85 @@ def produce(settings: Settings, kind: str, fields: list[str]) -> int:
     return 1
 
 
+# How long `make run` waits for its two processes to answer, and how often it looks.
+RUN_READY_TIMEOUT_S = 120.0
+RUN_POLL_INTERVAL_S = 0.5
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def run(settings: Settings) -> int:
-    """`make run`: everything local, in the foreground; stops what it started on Ctrl-C or SIGTERM."""
-    from app import bootstrap, logs, worker
+    """`make run`: everything local, in the foreground; stops what it started on Ctrl-C or SIGTERM.
+
+    Two processes, shaped like the deployment (docker-compose.yml): the worker (processor and sinks,
+    metrics on WALLET_WORKER_WEB_PORT) and the web process (the API and its metrics), so the local
+    Prometheus scrapes each once. If either exits, the other is stopped and the command fails loudly.
+    """
+    import signal
+    import subprocess
+
+    from app import bootstrap
     from ops.local import stack
 
     started = stack.up(settings)
+    children: list[subprocess.Popen] = []
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         bootstrap.init(settings)
-        logs.configure(settings.log_level)
-        api_keys, dev_key = _api_keys(settings)
-
-        def announce() -> None:
-            base = f"http://{settings.http_host}:{settings.http_port}"
-            print(f"\nwallet is running:\n  API      {base}  (metrics {base}/metrics)", flush=True)
-            print(f"  Prometheus http://127.0.0.1:{settings.prometheus_port}  (alerts: docs/OPERATIONS.md)")
-            if dev_key:
-                print(f"  development API key (all scopes): {dev_key}")
-                print(f"  try: curl -H 'Authorization: Bearer {dev_key}' {base}/v1/wallets/<id>/balance")
-            print("  Ctrl-C stops the worker and the services this command started.\n", flush=True)
-
-        return worker.main(settings, set(worker.ROLES), instance=0, instances=1, api_keys=api_keys,
-                           on_ready=announce)
+        _, dev_key = _api_keys(settings)
+        env = {**os.environ, **settings.to_env()}
+        if dev_key:
+            env["WALLET_API_KEYS"] = f"{dev_key}=wallets:read+wallets:write+admin"
+        for roles in (["processor", "sinks"], ["web"]):
+            argv = [sys.executable, "-m", "app.cli", "worker"] + [arg for role in roles for arg in ("--role", role)]
+            # Own process group: the terminal's Ctrl-C reaches this supervisor, which stops them in order.
+            children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        worker_metrics = f"http://{settings.http_host}:{settings.worker_web_port}/metrics"
+        deadline = time.monotonic() + RUN_READY_TIMEOUT_S
+        announced = False
+        while not stopping and all(child.poll() is None for child in children):
+            if not announced and _answers(f"{base}/healthz") and _answers(worker_metrics):
+                announced = True
+                print(f"\nwallet is running:\n  API        {base}  (metrics {base}/metrics)", flush=True)
+                print(f"  worker     metrics {worker_metrics}")
+                print(f"  Prometheus http://127.0.0.1:{settings.prometheus_port}  (alerts: docs/OPERATIONS.md)")
+                if dev_key:
+                    print(f"  development API key (all scopes): {dev_key}")
+                    print(f"  try: curl -H 'Authorization: Bearer {dev_key}' {base}/v1/wallets/<id>/balance")
+                print("  Ctrl-C stops the worker, the API and the services this command started.\n", flush=True)
+            if not announced and time.monotonic() > deadline:
+                print(f"run: not ready after {RUN_READY_TIMEOUT_S:.0f} s", file=sys.stderr)
+                return 1
+            time.sleep(RUN_POLL_INTERVAL_S)
+        failed = [child for child in children if child.poll() not in (None, 0)]
+        for child in failed:
+            print(f"run: {' '.join(child.args[3:])} exited with {child.returncode}", file=sys.stderr)
+        return 1 if failed and not stopping else 0
     finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
         stack.down(settings, started)
 
 
