@@ -31,10 +31,11 @@ RATE_INTERVAL = "1m"
 PANELS_DATA_TIMEOUT_S = 60
 TARGETS_UP_TIMEOUT_S = 30
 METRIC_NAME_RE = re.compile(r"\bwallet_[a-z0-9_]+")
-# Named in the alerts but written by something other than the worker and web processes.
+# Named in the alerts, exported by the sinks worker only once a `wallet reconcile` run left its verdict
+# (tests/unit/test_reconcile_metrics.py covers them).
 NOT_FROM_THE_SERVICE = {
-    "wallet_reconcile_differences": "written by `wallet reconcile` (a scheduled job), not the service",
-    "wallet_reconcile_last_success_timestamp_seconds": "written by `wallet reconcile`, not the service",
+    "wallet_reconcile_differences": "exported after a `wallet reconcile` run (a scheduled job)",
+    "wallet_reconcile_last_success_timestamp_seconds": "exported after a `wallet reconcile` run",
 }
 # Named in the alerts ahead of the code that exports them (the replica-lag poller of the read-model work):
 # required as soon as app/metrics.py defines them.
