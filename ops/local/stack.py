@@ -308,7 +308,7 @@ def _mariadb_replica_provision(settings: Settings) -> None:
     its GTID position (`mariadb-dump --single-transaction --gtid --master-data=2`), then replicates from
     that position: the primary's binlog may hold years of writes, a dump holds only what is there now.
     """
-    user, password, _ = _dsn_credentials(settings.mysql_dsn)
+    user, password, database = _dsn_credentials(settings.mysql_dsn)
     # The replication account stays out of the binlog: the replica has no use for it.
     if _mysql_root(settings, f"SET SESSION sql_log_bin = 0; "
                    f"CREATE USER IF NOT EXISTS '{REPLICATION_USER}'@'127.0.0.1' IDENTIFIED BY '{REPLICATION_PASSWORD}'; "
@@ -319,7 +319,10 @@ def _mariadb_replica_provision(settings: Settings) -> None:
     grants = (f"CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
               f"CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY '{password}'; "
               f"GRANT SLAVE MONITOR ON *.* TO '{user}'@'127.0.0.1'; "
-              f"GRANT SLAVE MONITOR ON *.* TO '{user}'@'localhost';")
+              f"GRANT SLAVE MONITOR ON *.* TO '{user}'@'localhost'; "
+              # The primary's grant may predate the seed's GTID position and so never replicate: reads need it.
+              f"GRANT SELECT ON `{database}`.* TO '{user}'@'127.0.0.1'; "
+              f"GRANT SELECT ON `{database}`.* TO '{user}'@'localhost';")
     if _replica_sql(settings, grants) is None:
         raise StackError("could not create the read user on the MariaDB replica")
     _replica_sql(settings, "START SLAVE")  # a note, not an error, when it already runs
