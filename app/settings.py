@@ -33,7 +33,7 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_controller_port: int = 9093
     registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
-    # Empty: the registry is not started locally (an external one is used through registry_url).
+    # False: no local registry is started; an external one is used through registry_url.
     registry_local: bool = True
     mysql_dsn: str = "mysql+aiomysql://wallet:wallet@127.0.0.1:3306/wallet"
     # Reads of history and balance-at-a-time go here when set; else to mysql_dsn. The default is the local

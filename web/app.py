@@ -45,7 +45,6 @@ http_request_seconds = Histogram(
     "wallet_http_request_seconds", "HTTP request latency by route.", ["method", "route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
 
 @web.middleware
