@@ -33,6 +33,11 @@ SETTINGS = web.AppKey("settings", Settings)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 REDIS = web.AppKey("redis", object)
 MYSQL = web.AppKey("mysql", AsyncEngine)
+MYSQL_PRIMARY = web.AppKey("mysql_primary", AsyncEngine)
+# {"client": AIOKafkaAdminClient | None}: started on the first /readyz, so the API starts without Kafka.
+KAFKA_ADMIN = web.AppKey("kafka_admin", dict)
+# Bound of each dependency check of /readyz.
+READY_CHECK_TIMEOUT_S = 2.0
 # Largest request body accepted; commands are small JSON documents.
 REQUEST_BODY_BYTES_MAX = 16 * 1024
 # Bound of every read-model call made while serving a request.
@@ -124,6 +129,54 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _check(name: str, probe) -> tuple[str, dict[str, object]]:
+    """Run one dependency probe with a deadline; a probe returns extra detail or raises."""
+    try:
+        detail = await asyncio.wait_for(probe(), READY_CHECK_TIMEOUT_S)
+        return name, {"ok": True, **(detail or {})}
+    except Exception as exc:  # any failure of a dependency is "not ready", with its type for the operator
+        return name, {"ok": False, "error": type(exc).__name__}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when Kafka, MySQL (primary and replica) and Redis answer; 503 with the failing checks otherwise."""
+    app, settings = request.app, request.app[SETTINGS]
+
+    async def kafka():
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        holder = app[KAFKA_ADMIN]
+        if holder["client"] is None:
+            client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                         request_timeout_ms=int(READY_CHECK_TIMEOUT_S * 1000))
+            await client.start()
+            holder["client"] = client
+        await holder["client"].list_topics()
+
+    async def mysql_primary():
+        async with app[MYSQL_PRIMARY].connect() as conn:
+            await conn.execute(select(1))
+
+    async def mysql_replica():
+        from agents.mysql_sink import poll_replica_lag
+
+        lag_s = await poll_replica_lag(app[MYSQL])
+        if lag_s is None:
+            raise ConnectionError("replication stopped or replica unreachable")
+        return {"lag_s": lag_s}
+
+    async def redis():
+        await app[REDIS].ping()
+
+    probes = [("kafka", kafka), ("mysql_primary", mysql_primary), ("redis", redis)]
+    if settings.mysql_replica_dsn:
+        probes.append(("mysql_replica", mysql_replica))
+    checks = dict(await asyncio.gather(*(_check(name, probe) for name, probe in probes)))
+    ready = all(check["ok"] for check in checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
+                             status=200 if ready else 503)
+
+
 async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -136,13 +189,20 @@ def create_app(settings: Settings, api_keys: ApiKeys) -> web.Application:
     async def stores(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = make_client(settings.redis_url)
         app[MYSQL] = make_engine(settings.mysql_replica_dsn or settings.mysql_dsn)
+        app[MYSQL_PRIMARY] = make_engine(settings.mysql_dsn) if settings.mysql_replica_dsn else app[MYSQL]
+        app[KAFKA_ADMIN] = {"client": None}
         yield
         await app[REDIS].aclose()
         await app[MYSQL].dispose()
+        if app[MYSQL_PRIMARY] is not app[MYSQL]:
+            await app[MYSQL_PRIMARY].dispose()
+        if app[KAFKA_ADMIN]["client"] is not None:
+            await app[KAFKA_ADMIN]["client"].close()
 
     app.cleanup_ctx.append(stores)
     app.router.add_get("/v1/wallets/{wallet_id}/balance", get_balance)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
 

@@ -97,3 +97,26 @@ def test_balance_needs_a_key_and_unknown_wallets_are_404(skeleton):
     assert status == 401
     status, _, body = http_json("GET", f"{base}/{new_id()}/balance", key="test-read")
     assert status == 404 and body["code"] == "WALLET_NOT_FOUND"
+
+
+def test_readyz_reports_every_dependency_and_the_replica_lag(skeleton):
+    settings, _ = skeleton
+    status, _, body = http_json("GET", f"http://127.0.0.1:{settings.http_port}/readyz")
+    assert status == 200 and body["status"] == "ready"
+    assert set(body["checks"]) == {"kafka", "mysql_primary", "mysql_replica", "redis"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["mysql_replica"]["lag_s"] >= 0
+
+
+def test_readyz_is_503_and_names_the_store_when_redis_is_unreachable(stack):
+    from tests.harness import free_port
+
+    settings = isolated_settings(stack, "readyz", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    worker = WorkerProcess(settings, ["web"]).start()
+    try:
+        status, _, body = http_json("GET", f"http://127.0.0.1:{settings.http_port}/readyz")
+    finally:
+        worker.stop()
+    assert status == 503 and body["status"] == "not ready"
+    assert body["checks"]["redis"]["ok"] is False
+    assert body["checks"]["kafka"]["ok"] and body["checks"]["mysql_primary"]["ok"]
