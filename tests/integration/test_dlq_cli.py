@@ -114,4 +114,4 @@ async def test_dlq_replay_re_drives_a_wrong_partition_message_exactly_once_and_d
 
     code, out = wallet(settings, "dlq", "list", "--limit", "5")
     assert code == 0, out
-    assert f"replayed " in out and "1 replayed" in out
+    assert "replayed " in out and "1 replayed" in out

@@ -11,7 +11,6 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
 from app.kafka import producer_options
-from app.settings import Settings
 from tests.harness import create_topic, read_topic
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer

@@ -23,7 +23,6 @@ from app.codec import (
     load_schema,
 )
 from app.domain import commands as c
-from app.domain import events as ev
 from app.domain.commands import COMMAND_TYPES, CommandBase
 from app.domain.events import EVENT_TYPES, EventBase
 from app.domain.ledger import decide, evolve
