@@ -38,6 +38,8 @@ from app.domain import events as e
 from app.domain.ledger import decide_and_evolve, evolve
 from app.domain.limits import Limits
 from app.intake import DUPLICATE_COMMAND_CONFLICT, FINGERPRINT_HEADER, accept, fingerprint
+from app.replies import (REPLY_CONFLICT, REPLY_DECIDED, REPLY_DUPLICATE, REPLY_INVALID, REPLY_RESULT_HEADER,
+                         REPLY_TOKEN_HEADER, reply_address)
 from app.kafka import RecordBatches, consumer_options, partition_for, producer_options
 from app.settings import Settings
 from app.topics import check_partitions
@@ -143,6 +145,15 @@ class Processor:
         self.ready = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
         self._sends_total = 0
+        self._applied = asyncio.Event()
+
+    def batch_applied(self) -> asyncio.Event:
+        """An event set when the next batch's state is committed to the stores (for strong reads)."""
+        return self._applied
+
+    def _announce_applied(self) -> None:
+        self._applied.set()
+        self._applied = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -224,6 +235,7 @@ class Processor:
                 self.stores[partition].changes.events_offset = offset + 1
         for store in self.stores.values():
             store.apply()
+        self._announce_applied()
         self._publish_gauges()
 
         now_ms = time.time() * 1000
@@ -238,6 +250,7 @@ class Processor:
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record,
                     public: bool, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
         command = None
+        reply_to = reply_address(record.headers, self.settings.reply_partitions) if public else None
         try:
             command = accept(codec, record.key, record.value, public=public)
             if partition_for(record.key, self.settings.partitions) != tp.partition:
@@ -248,27 +261,45 @@ class Processor:
             if seen is not None:
                 if seen.split(":", 1)[1] == digest:
                     metrics.commands_duplicate_total.inc()
+                    if reply_to is not None:
+                        sends.append(self._reply(reply_to, command.command_id, REPLY_DUPLICATE,
+                                                 store.first_outcome(command.command_id)))
                     return
                 raise CodecError(DUPLICATE_COMMAND_CONFLICT,
                                  f"command id {command.command_id} was used before with another body")
         except CodecError as error:
             sends.append(self._dlq(tp, record, error, command))
+            if reply_to is not None:
+                result = REPLY_CONFLICT if error.code == DUPLICATE_COMMAND_CONFLICT else REPLY_INVALID
+                sends.append(self._reply(reply_to, command.command_id if command is not None else "", result,
+                                         None, [("error.code", error.code.encode()),
+                                                ("error.detail", error.detail.encode())]))
             return
         before = store.wallet(command.wallet_id)
         events, after = decide_and_evolve(before, command, command.timestamp_ms, self.limits)
-        store.stage(before, after, command.command_id, command.timestamp_ms, digest)
         headers = [(FINGERPRINT_HEADER, digest.encode())]
         key = record.key
         for event in events:
+            value = self.events.encode(event)
             store.track(event, *gauge_deltas(event))
-            sends.append(_Send(self.settings.events_topic, key, self.events.encode(event), tp.partition, headers))
+            sends.append(_Send(self.settings.events_topic, key, value, tp.partition, headers))
             leg = self._leg_for(event)
             if leg is not None:
                 sends.append(_Send(self.settings.transfer_legs_topic, leg.wallet_id.encode(),
                                    self.legs.encode(leg), None, []))
             outcome = event.code if isinstance(event, (e.CommandRejected, e.TransferCreditRejected)) else "applied"
             outcomes[(type(command).__name__, outcome)] += 1
+        store.stage(before, after, command.command_id, command.timestamp_ms, digest, value)
+        if reply_to is not None:
+            sends.append(self._reply(reply_to, command.command_id, REPLY_DECIDED, value))
         decided.append(command.timestamp_ms)
+
+    def _reply(self, reply_to: tuple[int, bytes], command_id: str, result: str, outcome: bytes | None,
+               headers: list[tuple[str, bytes]] = ()) -> _Send:
+        """The answer to a web request: the outcome event's wire bytes (or None) on the asker's partition."""
+        partition, token = reply_to
+        return _Send(self.settings.reply_topic, command_id.encode(), outcome, partition,
+                     [(REPLY_RESULT_HEADER, result.encode()), (REPLY_TOKEN_HEADER, token), *headers])
 
     @staticmethod
     async def _die_mid_batch(producer) -> None:
@@ -386,10 +417,11 @@ class Processor:
                 headers = dict(record.headers or ())
                 if event.timestamp_ms >= retention_start_ms:
                     store.stage(before, after, event.command_id, event.timestamp_ms,
-                                headers.get(FINGERPRINT_HEADER, b"").decode())
+                                headers.get(FINGERPRINT_HEADER, b"").decode(), record.value)
                 elif after is not None and after is not before:
                     store.stage(before, after, event.command_id, event.timestamp_ms, "")
                     store.changes.commands.pop(event.command_id, None)
+                    store.changes.outcomes.pop(event.command_id, None)
                 store.track(event, *gauge_deltas(event))
                 store.changes.events_offset = record.offset + 1
                 replayed += 1

@@ -7,6 +7,7 @@
   wallet produce KIND k=v ...     publish one command (Avro) onto wallet.commands
   wallet bench processor [--hot]  throughput and latency against a raw-loop ceiling
   wallet bench sink [--json]      MySQL sink catch-up events/s against a naive one-event-per-transaction sink
+  wallet bench http [--json]      API balance GETs against MySQL-per-request; deposit latency at 1,000/s open loop
   wallet rebuild                  drop and rebuild MySQL and Redis from wallet.events
   wallet reconcile                compare table, event replay, MySQL and Redis; exit 1 on any difference
   wallet dlq list [--limit N]     the DLQ: reason, detail, source topic/partition/offset, replayed or not
@@ -36,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run roles in the foreground")
     worker.add_argument("--role", action="append", choices=["processor", "sinks", "web", "all"])
     worker.add_argument("--instance", type=int, default=0, help="processor instance index (0-based)")
-    worker.add_argument("--instances", type=int, default=1, help="processor instances in total")
+    worker.add_argument("--instances", type=int, default=None,
+                        help="processor instances in total (default: WALLET_PROCESSOR_INSTANCES)")
     sub.add_parser("run", help="stack up, init, and every role in the foreground")
     sub.add_parser("rebuild", help="drop and rebuild MySQL and Redis from wallet.events")
     reconcile = sub.add_parser("reconcile", help="compare table, event replay, MySQL and Redis; exit 1 on any difference")
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--offset", action="append", metavar="P:O", dest="positions",
                      help="replay: the DLQ record at partition P, offset O (repeatable; default: all not replayed)")
     bench = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
-    bench.add_argument("target", choices=["processor", "sink"])
+    bench.add_argument("target", choices=["processor", "sink", "http"])
     bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             api_keys, dev_key = _api_keys(settings)
             if dev_key:
                 print(f"development API key (all scopes): {dev_key}", flush=True)
-        return worker.main(settings, roles, instance=args.instance, instances=args.instances, api_keys=api_keys)
+        return worker.main(settings, roles, instance=args.instance,
+                           instances=args.instances or settings.processor_instances, api_keys=api_keys)
     if args.command == "rebuild":
         from app import rebuild
 
@@ -232,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import sink_bench
 
             return sink_bench.main(args.options, settings)
+        if args.target == "http":
+            from bench import http_bench
+
+            return http_bench.main(args.options, settings)
         from bench import processor_bench
 
         return processor_bench.main(args.options, settings)

@@ -31,13 +31,18 @@ DUPLICATE_COMMAND_CONFLICT = "DUPLICATE_COMMAND"
 FINGERPRINT_HEADER = "command.fingerprint"
 
 
+# Fields that say when a command was sent, not what it asks. A hold's expiry is one of them: over HTTP
+# it is the request time plus `expires_in_s`, so a retry of the same request carries a later one.
+_NOT_FINGERPRINTED = frozenset({"timestamp_ms", "expires_at_ms"})
+
+
 def fingerprint(command: c.CommandBase) -> str:
-    """A short digest of what the command asks (kind, wallet, body; not its timestamp).
+    """A short digest of what the command asks (kind, wallet, body; not its timestamp or hold expiry).
 
     The same command id with another fingerprint is a conflict, not a retry.
     """
     body = [type(command).__name__] + [
-        repr(getattr(command, name)) for name in command.__dataclass_fields__ if name != "timestamp_ms"]
+        repr(getattr(command, name)) for name in command.__dataclass_fields__ if name not in _NOT_FINGERPRINTED]
     return hashlib.blake2b("\x1f".join(body).encode(), digest_size=8).hexdigest()
 
 

@@ -17,7 +17,9 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "processor_batch_size_max", "processor_batch_wait_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
-             "command_wait_ms_max")
+             "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_instances",
+             "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
+             "commands_in_flight_max", "table_read_timeout_ms", "wallet_cache_size_max")
 
 
 class SettingsError(ValueError):
@@ -58,6 +60,13 @@ class Settings:
     transfer_legs_topic: str = "wallet.transfer-legs"
     events_topic: str = "wallet.events"
     dlq_topic: str = "wallet.commands.dlq"
+    # Outcomes for the HTTP API: the processor writes each answer to the partition the asking web process
+    # named, so a web process reads only its own answers, never every event.
+    reply_topic: str = "wallet.replies"
+    # Partitions of the reply topic: web processes beyond this count share partitions (still correct).
+    reply_partitions: int = 8
+    # Replies are only useful while a request waits for them.
+    reply_retention_ms: int = 3_600_000
     # One partition count for every co-partitioned topic; checked at start-up.
     partitions: int = 4
     # Replicas of every topic `wallet init` creates (1 on the local single broker; 3 in production).
@@ -98,9 +107,31 @@ class Settings:
     # How often the sinks role polls the replica's Seconds_Behind_Master (bounds the staleness of the metric).
     replica_lag_poll_interval_s: float = 5.0
 
+    # Processor instances (`wallet worker --instances`); the API routes strong reads to instance
+    # `partition % processor_instances`.
+    processor_instances: int = 1
+    # Base URLs of the processors' table views, comma separated, in instance order. Empty: each instance
+    # on http_host at worker_web_port + instance (the local layout).
+    table_urls: str = ""
+
     # --- HTTP ---
+    # Default and largest `wait_ms` of a write: how long a request waits for its command's outcome.
     command_wait_ms_default: int = 5000
     command_wait_ms_max: int = 30_000
+    # Index of this web process: it asks for replies on reply partition `web_instance % reply_partitions`.
+    web_instance: int = 0
+    # Writes one web process waits on at once; beyond it a write is refused with 503 (bounded memory).
+    commands_in_flight_max: int = 10_000
+    # Per-API-key rate limit (requests per second, sustained) and burst, kept in Redis.
+    rate_limit_per_s: int = 200
+    rate_limit_burst: int = 400
+    # Hold lifetime when a request names none, and the longest one accepted (30 days).
+    hold_expires_in_s_default: int = 7 * 24 * 3600
+    hold_expires_in_s_max: int = 30 * 24 * 3600
+    # Bound of one strong read from the owning processor's table (min_version waits count in it).
+    table_read_timeout_ms: int = 2000
+    # Wallet currencies a web process remembers (a currency never changes once a wallet is open).
+    wallet_cache_size_max: int = 100_000
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
@@ -130,6 +161,13 @@ class Settings:
             value = getattr(self, f.name)
             env[f"WALLET_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
+
+    def table_url(self, instance: int) -> str:
+        """Base URL of processor instance `instance`'s table view."""
+        urls = [url.strip().rstrip("/") for url in self.table_urls.split(",") if url.strip()]
+        if urls:
+            return urls[instance % len(urls)]
+        return f"http://{self.http_host}:{self.worker_web_port + instance}"
 
     @property
     def kafka_port(self) -> int:

@@ -28,6 +28,7 @@ class TopicSpec:
     name: str
     config: dict[str, str]
     copartitioned: bool = True
+    partitions: int | None = None  # None: settings.partitions (every co-partitioned topic)
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -39,6 +40,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.events_topic, forever),
         # Poison is kept until an operator re-drives or discards it.
         TopicSpec(settings.dlq_topic, forever, copartitioned=False),
+        # Answers to the HTTP API's requests: read only while a request waits.
+        TopicSpec(settings.reply_topic, {"retention.ms": str(settings.reply_retention_ms)}, copartitioned=False,
+                  partitions=settings.reply_partitions),
     ]
 
 
@@ -54,7 +58,8 @@ def create_topics(settings: Settings) -> list[str]:
 
     admin = _admin(settings)
     existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
-    new = [NewTopic(spec.name, settings.partitions, settings.topic_replication_factor, config=spec.config)
+    new = [NewTopic(spec.name, spec.partitions or settings.partitions, settings.topic_replication_factor,
+                    config=spec.config)
            for spec in topic_specs(settings) if spec.name not in existing]
     if not new:
         return []

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 
 from app.metrics import ReconcileResult
 from app.reconcile import RESULT_FILE
@@ -40,6 +40,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
         readiness.append(asyncio.Event())
         return readiness[-1]
 
+    processor = None
     async with asyncio.TaskGroup() as group:
         if "processor" in roles:
             processor = await asyncio.to_thread(Processor, settings, instance=instance, instances=instances,
@@ -57,10 +58,13 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
         if "web" in roles:
             from web.app import serve
 
-            group.create_task(serve(settings, api_keys, ready_event()), name="web")
-        else:
-            # Processes without the API still export their metrics for Prometheus.
-            start_http_server(settings.worker_web_port + instance, addr=settings.http_host)
+            group.create_task(serve(settings, api_keys, ready_event(), registry), name="web")
+        if roles & {"processor", "sinks"}:
+            from agents import table_view
+
+            # Metrics for Prometheus, and the table reads the API routes strong reads to.
+            group.create_task(table_view.serve(settings, settings.worker_web_port + instance, processor),
+                              name="worker-view")
         if ready is not None:
             group.create_task(_signal_ready(readiness, ready), name="readiness")
 

@@ -2,7 +2,9 @@
 
 What is stored (bytes keys, raw mode):
 - `w/<wallet_id>`                       the wallet's state (JSON of `WalletState`)
-- `c/<command_id>`                      a seen command: `<timestamp_ms>:<fingerprint>`, kept for the retention window
+- `c/<command_id>`                      a seen command: `<timestamp_ms>:<fingerprint>`, then `\n` and the Avro bytes
+                                        of its outcome event (the first answer, repeated to a retry over
+                                        HTTP), kept for the retention window
 - `x/<timestamp_ms:019d>/<command_id>`  expiry index of the seen commands
 - `h/<expires_at_ms:019d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index)
   (19 digits: every non-negative Avro long sorts in numeric order)
@@ -61,6 +63,7 @@ class BatchChanges:
 
     wallets: dict[str, WalletState] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)  # command_id -> "<timestamp_ms>:<fingerprint>"
+    outcomes: dict[str, bytes] = field(default_factory=dict)  # command_id -> its outcome event (wire bytes)
     # Ordered (put?, key) operations on the hold index: order matters when one batch places,
     # captures and places again a hold of the same id.
     hold_ops: list[tuple[bool, bytes]] = field(default_factory=list)
@@ -99,6 +102,14 @@ class PartitionStore:
         self._remember(state)
         return state
 
+    def committed_wallet(self, wallet_id: str) -> WalletState | None:
+        """The wallet as of the last committed batch (never a staged, maybe-aborted state)."""
+        found = self._cache.get(wallet_id)
+        if found is not None:
+            return found
+        raw = self._db.get(b"w/" + wallet_id.encode())
+        return None if raw is None else decode_state(wallet_id, raw)
+
     def _remember(self, state: WalletState) -> None:
         if len(self._cache) >= STATE_CACHE_SIZE_MAX:
             self._cache.clear()  # bounded; the store still has everything
@@ -110,7 +121,17 @@ class PartitionStore:
         if found is not None:
             return found
         raw = self._db.get(b"c/" + command_id.encode())
-        return None if raw is None else raw.decode()
+        return None if raw is None else raw.split(b"\n", 1)[0].decode()
+
+    def first_outcome(self, command_id: str) -> bytes | None:
+        """The outcome event (wire bytes) of a command already decided, or None when not kept."""
+        found = self.changes.outcomes.get(command_id)
+        if found is not None:
+            return found
+        raw = self._db.get(b"c/" + command_id.encode())
+        if raw is None or b"\n" not in raw:
+            return None
+        return raw.split(b"\n", 1)[1] or None
 
     @property
     def events_offset(self) -> int:
@@ -120,9 +141,12 @@ class PartitionStore:
     # ------------------------------------------------------------ staging
 
     def stage(self, before: WalletState | None, after: WalletState | None, command_id: str,
-              timestamp_ms: int, fingerprint: str) -> None:
-        """Record one decided command: its seen-marker and the wallet's new state (if it changed)."""
+              timestamp_ms: int, fingerprint: str, outcome: bytes = b"") -> None:
+        """Record one decided command: its seen-marker with its outcome event (wire bytes) and the
+        wallet's new state (if it changed)."""
         self.changes.commands[command_id] = f"{timestamp_ms}:{fingerprint}"
+        if outcome:
+            self.changes.outcomes[command_id] = outcome
         if after is None or after is before:
             return
         self.changes.wallets[after.wallet_id] = after
@@ -171,7 +195,7 @@ class PartitionStore:
             batch.put(b"w/" + wallet_id.encode(), encode_state(state))
             self._remember(state)
         for command_id, seen in changes.commands.items():
-            batch.put(b"c/" + command_id.encode(), seen.encode())
+            batch.put(b"c/" + command_id.encode(), seen.encode() + b"\n" + changes.outcomes.get(command_id, b""))
             batch.put(f"x/{int(seen.split(':', 1)[0]):019d}/{command_id}".encode(), b"")
         for put, key in changes.hold_ops:
             if put:

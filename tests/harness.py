@@ -40,7 +40,7 @@ def isolated_settings(base: Settings, name: str, **overrides: object) -> Setting
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
     return replace(
         base, app_id=f"t-{tag}", commands_topic=f"{tag}.commands", transfer_legs_topic=f"{tag}.transfer-legs",
-        events_topic=f"{tag}.events", dlq_topic=f"{tag}.commands.dlq",
+        events_topic=f"{tag}.events", dlq_topic=f"{tag}.commands.dlq", reply_topic=f"{tag}.replies",
         state_dir=base.state_dir / "tests" / tag, http_port=free_port(), worker_web_port=free_port(),
         api_keys="test-read=wallets:read,test-write=wallets:read+wallets:write,test-admin=admin",
         **overrides)

@@ -1,55 +1,47 @@
-"""The HTTP API (aiohttp): a thin view over the read models and the command topic.
+"""The HTTP API (aiohttp): the app, its middleware, operations routes and the route table.
 
 A plain aiohttp app rather than Faust's web view: the API must run without a processor in the same
-process, scale on its own, and own its middlewares (auth, problem+json, metrics).
+process, scale on its own, and own its middlewares (auth, problem+json, metrics). docs/DESIGN.md has
+the reasoning. Routes live in `web.reads` and `web.writes`; docs/API.md explains the contract.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.mysql_sink import make_engine
-from agents.redis_sink import make_client, wallet_key
-from app.readmodel import wallets
+from agents.redis_sink import make_client
 from app.settings import Settings
-from web.amounts import format_minor
-from web.auth import ApiKeys, Principal
+from web import reads, writes
+from web.auth import ApiKeys
+from web.context import (API_KEYS, GATEWAY, KAFKA_ADMIN, MYSQL, MYSQL_PRIMARY, RATE_LIMITER, REDIS, SETTINGS,
+                         TABLE_CLIENT, WALLET_CURRENCIES)
 from web.problems import ProblemError, problem
 
 log = logging.getLogger("wallet.web")
 
-SETTINGS = web.AppKey("settings", Settings)
-API_KEYS = web.AppKey("api_keys", ApiKeys)
-REDIS = web.AppKey("redis", object)
-MYSQL = web.AppKey("mysql", AsyncEngine)
-MYSQL_PRIMARY = web.AppKey("mysql_primary", AsyncEngine)
-# {"client": AIOKafkaAdminClient | None}: started on the first /readyz, so the API starts without Kafka.
-KAFKA_ADMIN = web.AppKey("kafka_admin", dict)
+__all__ = ["SETTINGS", "create_app", "serve"]
+
 # Bound of each dependency check of /readyz.
 READY_CHECK_TIMEOUT_S = 2.0
 # Largest request body accepted; commands are small JSON documents.
 REQUEST_BODY_BYTES_MAX = 16 * 1024
-# Bound of every read-model call made while serving a request.
-STORE_TIMEOUT_S = 2.0
-WALLET_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Problem codes of the HTTP errors aiohttp raises itself (unknown route, wrong method, body too large).
+_HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 
 http_requests_total = Counter("wallet_http_requests_total", "HTTP requests by route and status.",
                               ["method", "route", "status"])
 http_request_seconds = Histogram(
     "wallet_http_request_seconds", "HTTP request latency by route.", ["method", "route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-
 
 
 @web.middleware
@@ -61,68 +53,15 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
     except ProblemError as exc:
         response = exc.response
     except web.HTTPException as exc:
-        response = problem(exc.status, exc.reason.upper().replace(" ", "_"), exc.reason)
+        code = _HTTP_ERROR_CODES.get(exc.status, exc.reason.upper().replace(" ", "_"))
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = problem(exc.status, code, exc.reason, "", headers)
     except Exception:  # a fault: log it with its trace, give the client no internals
         log.exception("unhandled error", extra={"route": route})
         response = problem(500, "INTERNAL", "Internal error", "the error was logged")
     http_requests_total.labels(request.method, route, str(response.status)).inc()
     http_request_seconds.labels(request.method, route).observe(time.perf_counter() - started)
     return response
-
-
-def require(request: web.Request, scope: str) -> Principal:
-    principal = request.app[API_KEYS].authenticate(request.headers.get("Authorization"))
-    if principal is None:
-        raise ProblemError(401, "UNAUTHORIZED", "Missing or unknown API key",
-                           "send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"})
-    if scope not in principal.scopes and "admin" not in principal.scopes:
-        raise ProblemError(403, "FORBIDDEN", "Missing scope", f"this route needs the {scope} scope")
-    return principal
-
-
-def _wallet_id(request: web.Request) -> str:
-    wallet_id = request.match_info["wallet_id"]
-    if WALLET_ID_RE.fullmatch(wallet_id) is None:
-        raise ProblemError(400, "INVALID_WALLET_ID", "Invalid wallet id", "wallet ids match [A-Za-z0-9_-]{1,64}")
-    return wallet_id
-
-
-async def _position_from_redis(request: web.Request, wallet_id: str) -> dict[str, str] | None:
-    try:
-        found = await asyncio.wait_for(request.app[REDIS].hgetall(wallet_key(wallet_id)), STORE_TIMEOUT_S)
-    except (RedisError, OSError, asyncio.TimeoutError):
-        return None  # fall back to MySQL
-    return found or None
-
-
-async def _position_from_mysql(request: web.Request, wallet_id: str) -> dict[str, object] | None:
-    query = select(wallets).where(wallets.c.wallet_id == wallet_id)
-    try:
-        async with request.app[MYSQL].connect() as conn:
-            row = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().first()
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
-        raise ProblemError(503, "STORE_UNAVAILABLE", "Read model unavailable", "try again shortly") from exc
-    if row is None:
-        return None
-    return {"balance": row["balance_minor"], "available": row["available_minor"], "held": row["held_minor"],
-            "version": row["version"], "currency": row["currency"], "status": row["status"],
-            "owner_id": row["owner_id"]}
-
-
-async def get_balance(request: web.Request) -> web.Response:
-    require(request, "wallets:read")
-    wallet_id = _wallet_id(request)
-    position = await _position_from_redis(request, wallet_id) or await _position_from_mysql(request, wallet_id)
-    if position is None:
-        raise ProblemError(404, "WALLET_NOT_FOUND", "Unknown wallet", f"no wallet {wallet_id}")
-    currency = str(position["currency"])
-    return web.json_response({
-        "wallet_id": wallet_id, "currency": currency, "status": position["status"],
-        "balance": format_minor(int(position["balance"]), currency),
-        "available": format_minor(int(position["available"]), currency),
-        "held": format_minor(int(position["held"]), currency),
-        "version": int(position["version"]),
-    })
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -181,17 +120,33 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(settings: Settings, api_keys: ApiKeys) -> web.Application:
+def create_app(settings: Settings, api_keys: ApiKeys, registry=None) -> web.Application:
+    """The API app; `registry` (a SchemaRegistry) enables the write routes' Kafka gateway at start-up."""
+    from web.commands import CommandGateway
+    from web.ratelimit import RateLimiter
+
     app = web.Application(middlewares=[observe], client_max_size=REQUEST_BODY_BYTES_MAX)
     app[SETTINGS] = settings
     app[API_KEYS] = api_keys
+    app[WALLET_CURRENCIES] = {}
 
     async def stores(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = make_client(settings.redis_url)
+        app[RATE_LIMITER] = RateLimiter(app[REDIS], settings.rate_limit_per_s, settings.rate_limit_burst)
         app[MYSQL] = make_engine(settings.mysql_replica_dsn or settings.mysql_dsn)
         app[MYSQL_PRIMARY] = make_engine(settings.mysql_dsn) if settings.mysql_replica_dsn else app[MYSQL]
         app[KAFKA_ADMIN] = {"client": None}
+        app[TABLE_CLIENT] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.table_read_timeout_ms / 1000))
+        gateway = None
+        if registry is not None:
+            gateway = await asyncio.to_thread(CommandGateway, settings, registry)
+            await gateway.start()
+        app[GATEWAY] = gateway
         yield
+        if gateway is not None:
+            await gateway.stop()
+        await app[TABLE_CLIENT].close()
         await app[REDIS].aclose()
         await app[MYSQL].dispose()
         if app[MYSQL_PRIMARY] is not app[MYSQL]:
@@ -200,22 +155,47 @@ def create_app(settings: Settings, api_keys: ApiKeys) -> web.Application:
             await app[KAFKA_ADMIN]["client"].close()
 
     app.cleanup_ctx.append(stores)
-    app.router.add_get("/v1/wallets/{wallet_id}/balance", get_balance)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+    add_routes(app.router)
     return app
 
 
-async def serve(settings: Settings, api_keys: ApiKeys, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled."""
-    runner = web.AppRunner(create_app(settings, api_keys), access_log=None)
+def add_routes(router: web.UrlDispatcher) -> None:
+    """The whole route table (the OpenAPI document is checked against it)."""
+    from web.openapi import docs_view, openapi_view
+
+    router.add_post("/v1/wallets", writes.open_wallet)
+    router.add_get("/v1/wallets/{wallet_id}", reads.get_wallet)
+    router.add_get("/v1/wallets/{wallet_id}/balance", reads.get_balance)
+    router.add_get("/v1/wallets/{wallet_id}/entries", reads.get_entries)
+    router.add_post("/v1/wallets/{wallet_id}/deposits", writes.deposit)
+    router.add_post("/v1/wallets/{wallet_id}/withdrawals", writes.withdraw)
+    router.add_post("/v1/wallets/{wallet_id}/holds", writes.place_hold)
+    router.add_post("/v1/wallets/{wallet_id}/holds/{hold_id}/capture", writes.capture_hold)
+    router.add_post("/v1/wallets/{wallet_id}/holds/{hold_id}/release", writes.release_hold)
+    router.add_post("/v1/wallets/{wallet_id}/freeze", writes.freeze)
+    router.add_post("/v1/wallets/{wallet_id}/unfreeze", writes.unfreeze)
+    router.add_post("/v1/wallets/{wallet_id}/close", writes.close)
+    router.add_post("/v1/transfers", writes.transfer)
+    router.add_get("/v1/transfers/{transfer_id}", reads.get_transfer)
+    router.add_get("/v1/commands/{command_id}", reads.get_command)
+    router.add_get("/healthz", healthz)
+    router.add_get("/readyz", readyz)
+    router.add_get("/metrics", metrics_view)
+    router.add_get("/openapi.json", openapi_view)
+    router.add_get("/docs", docs_view)
+
+
+async def serve(settings: Settings, api_keys: ApiKeys, ready: asyncio.Event | None = None, registry=None) -> None:
+    """Serve until cancelled; a failure of the reply listener ends it (and the worker) with the error."""
+    app = create_app(settings, api_keys, registry)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
     if ready is not None:
         ready.set()
     try:
-        await asyncio.Event().wait()
+        gateway = app[GATEWAY]
+        await (gateway.listening if gateway is not None else asyncio.Event().wait())
     finally:
         await runner.cleanup()

@@ -111,7 +111,7 @@ def test_readyz_reports_every_dependency_and_the_replica_lag(skeleton):
 def test_readyz_is_503_and_names_the_store_when_redis_is_unreachable(stack):
     from tests.harness import free_port
 
-    settings = isolated_settings(stack, "readyz", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    settings = prepare_topics(isolated_settings(stack, "readyz", redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     worker = WorkerProcess(settings, ["web"]).start()
     try:
         status, _, body = http_json("GET", f"http://127.0.0.1:{settings.http_port}/readyz")

@@ -1,0 +1,87 @@
+"""The worker's own web view: `/metrics`, and reads of the processor's table for strong reads.
+
+`GET /internal/v1/wallets/{wallet_id}?min_version=N` answers from the committed state of the partition
+this instance owns (never a staged batch that may still abort), waiting up to `timeout_ms` for the
+state to reach version N: the API routes `?consistency=strong` and `min_version` reads here, to the
+instance that owns the wallet's partition (`partition % processor_instances`). 421 when this instance
+does not own the partition (a routing mistake: the settings of the API and the worker disagree).
+Internal: it listens on the worker port, which is not exposed outside the deployment's network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.kafka import partition_for
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.processor import Processor
+
+PROCESSOR = web.AppKey("processor", object)
+SETTINGS = web.AppKey("settings", Settings)
+TABLE_PATH = "/internal/v1/wallets/{wallet_id}"
+# The longest a strong read may wait for a version the table does not have yet.
+TABLE_WAIT_MS_MAX = 10_000
+
+
+def wallet_document(state) -> dict[str, object]:
+    """A wallet state as the table view sends it (amounts in minor units)."""
+    return {"wallet_id": state.wallet_id, "owner_id": state.owner_id, "currency": state.currency,
+            "status": state.status, "balance_minor": state.balance_minor,
+            "available_minor": state.available_minor, "held_minor": state.held_minor, "version": state.version}
+
+
+async def read_wallet(request: web.Request) -> web.Response:
+    processor: Processor | None = request.app[PROCESSOR]
+    if processor is None:
+        return web.json_response({"error": "no processor in this worker"}, status=421)
+    wallet_id = request.match_info["wallet_id"]
+    try:
+        min_version = int(request.query.get("min_version", "0"))
+        wait_ms = min(int(request.query.get("timeout_ms", "0")), TABLE_WAIT_MS_MAX)
+    except ValueError:
+        return web.json_response({"error": "min_version and timeout_ms are integers"}, status=400)
+    await processor.ready.wait()
+    store = processor.stores.get(partition_for(wallet_id.encode(), request.app[SETTINGS].partitions))
+    if store is None:
+        return web.json_response({"error": "this instance does not own the wallet's partition"}, status=421)
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        state = store.committed_wallet(wallet_id)
+        version = state.version if state is not None else 0
+        remaining = deadline - time.monotonic()
+        if version >= min_version or remaining <= 0:
+            break
+        try:
+            await asyncio.wait_for(processor.batch_applied().wait(), remaining)
+        except asyncio.TimeoutError:
+            pass
+    if state is None:
+        return web.json_response({"wallet_id": wallet_id, "version": 0}, status=404)
+    return web.json_response(wallet_document(state))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve(settings: Settings, port: int, processor: "Processor | None") -> None:
+    """Serve the worker view on `port` until cancelled."""
+    app = web.Application()
+    app[PROCESSOR] = processor
+    app[SETTINGS] = settings
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get(TABLE_PATH, read_wallet)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, port).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

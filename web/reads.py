@@ -1,0 +1,255 @@
+"""Read routes: wallets and balances (Redis, the owning table, MySQL), history, transfers, commands.
+
+Where a wallet's position comes from:
+- default: Redis (the hot read model); on a miss, an error or a version older than `min_version`, the
+  table of the processor that owns the wallet's partition; when that does not answer, the MySQL primary.
+- `consistency=strong`: the owning table only (503 when it does not answer).
+- `at=`: the replica (balance after the last entry at or before the time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from agents.redis_sink import wallet_key
+from agents.table_view import TABLE_PATH
+from app.intake import PUBLIC_COMMAND_ID_RE, WALLET_ID_RE
+from app.kafka import partition_for
+from app.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
+from web import render, validation
+from web.access import READ, authorize
+from web.amounts import format_minor
+from web.context import MYSQL, MYSQL_PRIMARY, REDIS, SETTINGS, TABLE_CLIENT, WALLET_CURRENCIES
+from web.problems import ProblemError
+
+log = logging.getLogger("wallet.web.reads")
+
+# Bound of every Redis and MySQL call made while serving a request.
+STORE_TIMEOUT_S = 2.0
+# Redis key of a command the API answered 202 for, so `/v1/commands/{id}` can say "pending" until the
+# MySQL projection has its outcome.
+PENDING_KEY_PREFIX = "pending-command:"
+ENTRIES_LIMIT_DEFAULT = 50
+ENTRIES_LIMIT_MAX = 200
+_MONEY = ("balance", "available", "held")
+
+
+class StoreDown(Exception):
+    """A read store did not answer (error or timeout); the caller falls back or answers 503."""
+
+
+def unavailable(what: str) -> ProblemError:
+    return ProblemError(503, "STORE_UNAVAILABLE", "Read model unavailable", f"{what} did not answer; try again")
+
+
+def wallet_not_found(wallet_id: str) -> ProblemError:
+    return ProblemError(404, "WALLET_NOT_FOUND", "Unknown wallet", f"no wallet {wallet_id}")
+
+
+def path_wallet_id(request: web.Request) -> str:
+    return validation.path_id(request, "wallet_id", WALLET_ID_RE, "INVALID_WALLET_ID")
+
+
+# ---------------------------------------------------------------- the three sources of a position
+
+
+async def from_redis(app: web.Application, wallet_id: str) -> dict[str, Any] | None:
+    try:
+        found = await asyncio.wait_for(app[REDIS].hgetall(wallet_key(wallet_id)), STORE_TIMEOUT_S)
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise StoreDown("redis") from exc
+    if not found or "currency" not in found:
+        return None
+    position = {name: int(found[name]) for name in _MONEY}
+    return {"owner_id": found.get("owner_id", ""), "currency": found["currency"],
+            "status": found.get("status", "ACTIVE"), "version": int(found["version"]),
+            **{name + "_minor": value for name, value in position.items()}}
+
+
+async def from_table(app: web.Application, wallet_id: str, min_version: int = 0) -> dict[str, Any] | None:
+    """The committed state in the owning processor's table, waiting (bounded) for `min_version`."""
+    settings = app[SETTINGS]
+    instance = partition_for(wallet_id.encode(), settings.partitions) % settings.processor_instances
+    url = settings.table_url(instance) + TABLE_PATH.format(wallet_id=wallet_id)
+    wait_ms = settings.table_read_timeout_ms // 2 if min_version else 0
+    try:
+        async with app[TABLE_CLIENT].get(url, params={"min_version": str(min_version),
+                                                      "timeout_ms": str(wait_ms)}) as response:
+            if response.status == 404:
+                return None
+            if response.status != 200:
+                raise StoreDown(f"table answered {response.status}")
+            return await response.json()
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        raise StoreDown("table") from exc
+
+
+async def from_mysql(app: web.Application, wallet_id: str) -> dict[str, Any] | None:
+    query = select(wallets).where(wallets.c.wallet_id == wallet_id)
+    try:
+        async with app[MYSQL_PRIMARY].connect() as conn:
+            row = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().first()
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        raise StoreDown("mysql") from exc
+    return None if row is None else dict(row)
+
+
+async def locate(app: web.Application, wallet_id: str, *, strong: bool = False,
+                 min_version: int = 0) -> dict[str, Any] | None:
+    """The wallet's position (`*_minor` ints, currency, status, owner_id, version), None if it does not exist."""
+    if not strong:
+        try:
+            found = await from_redis(app, wallet_id)
+            if found is not None and found["version"] >= min_version:
+                return found
+        except StoreDown:
+            pass  # the table, then MySQL
+    try:
+        return await from_table(app, wallet_id, min_version)
+    except StoreDown:
+        if strong:
+            raise ProblemError(503, "TABLE_UNAVAILABLE", "Owning processor unavailable",
+                               "a strong read needs the processor that owns this wallet; try again") from None
+    try:
+        found = await from_mysql(app, wallet_id)
+    except StoreDown:
+        raise unavailable("no read store") from None
+    if found is not None and found["version"] < min_version:
+        raise unavailable(f"no store has version {min_version} yet")
+    return found
+
+
+async def wallet_currency(app: web.Application, wallet_id: str) -> str | None:
+    """The currency of an existing wallet (None when it does not exist); remembered once known."""
+    cache = app[WALLET_CURRENCIES]
+    currency = cache.get(wallet_id)
+    if currency is None:
+        found = await locate(app, wallet_id)
+        if found is None:
+            return None
+        currency = remember_currency(app, wallet_id, found["currency"])
+    return currency
+
+
+def remember_currency(app: web.Application, wallet_id: str, currency: str) -> str:
+    cache = app[WALLET_CURRENCIES]
+    if len(cache) >= app[SETTINGS].wallet_cache_size_max:
+        cache.clear()  # bounded; a miss only costs a lookup
+    cache[wallet_id] = currency
+    return currency
+
+
+# ---------------------------------------------------------------- routes
+
+
+def _consistency(request: web.Request) -> tuple[bool, int]:
+    strong = validation.query_choice(request, "consistency", ("eventual", "strong")) == "strong"
+    return strong, validation.query_int(request, "min_version", 0, 0, 2**53)
+
+
+async def get_wallet(request: web.Request) -> web.Response:
+    await authorize(request, READ)
+    wallet_id = path_wallet_id(request)
+    strong, min_version = _consistency(request)
+    found = await locate(request.app, wallet_id, strong=strong, min_version=min_version)
+    if found is None:
+        raise wallet_not_found(wallet_id)
+    return web.json_response(render.position(wallet_id, found, with_owner=True))
+
+
+async def get_balance(request: web.Request) -> web.Response:
+    await authorize(request, READ)
+    wallet_id = path_wallet_id(request)
+    at_ms = validation.query_time_ms(request, "at")
+    strong, min_version = _consistency(request)
+    if at_ms is None:
+        found = await locate(request.app, wallet_id, strong=strong, min_version=min_version)
+        if found is None:
+            raise wallet_not_found(wallet_id)
+        return web.json_response(render.position(wallet_id, found, with_owner=False))
+    if strong or min_version:
+        raise validation.invalid("at cannot be combined with consistency or min_version")
+    currency = await wallet_currency(request.app, wallet_id)
+    if currency is None:
+        raise wallet_not_found(wallet_id)
+    try:
+        async with request.app[MYSQL].connect() as conn:
+            row = await asyncio.wait_for(balance_at(conn, wallet_id, at_ms), STORE_TIMEOUT_S)
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError):
+        raise unavailable("the history store") from None
+    if row is None:
+        raise ProblemError(404, "WALLET_NOT_FOUND", "No balance at that time",
+                           f"wallet {wallet_id} has no entry at or before {request.query['at']}")
+    return web.json_response({
+        "wallet_id": wallet_id, "currency": currency, "at": render.rfc3339(at_ms),
+        "balance": format_minor(row["balance_after_minor"], currency),
+        "available": format_minor(row["available_after_minor"], currency),
+        "held": format_minor(row["held_after_minor"], currency), "version": row["version"]})
+
+
+async def get_entries(request: web.Request) -> web.Response:
+    """History newest first; the cursor is the version below which the next page starts."""
+    await authorize(request, READ)
+    wallet_id = path_wallet_id(request)
+    limit = validation.query_int(request, "limit", ENTRIES_LIMIT_DEFAULT, 1, ENTRIES_LIMIT_MAX)
+    cursor = request.query.get("cursor")
+    if cursor is not None and (not cursor.isdigit() or len(cursor) > 16 or int(cursor) < 1):
+        raise validation.invalid("cursor is not one this API returned", "INVALID_CURSOR")
+    currency = await wallet_currency(request.app, wallet_id)
+    if currency is None:
+        raise wallet_not_found(wallet_id)
+    query = select(ledger_entries).where(ledger_entries.c.wallet_id == wallet_id)
+    if cursor is not None:
+        query = query.where(ledger_entries.c.version < int(cursor))
+    query = query.order_by(ledger_entries.c.version.desc()).limit(limit + 1)
+    try:
+        async with request.app[MYSQL].connect() as conn:
+            rows = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().all()
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError):
+        raise unavailable("the history store") from None
+    page = rows[:limit]
+    next_cursor = str(page[-1]["version"]) if len(rows) > limit else None
+    return web.json_response({"wallet_id": wallet_id, "entries": [render.entry(row, currency) for row in page],
+                              "next_cursor": next_cursor})
+
+
+async def _primary_row(request: web.Request, query) -> dict[str, Any] | None:
+    try:
+        async with request.app[MYSQL_PRIMARY].connect() as conn:
+            row = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().first()
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError):
+        raise unavailable("MySQL") from None
+    return None if row is None else dict(row)
+
+
+async def get_transfer(request: web.Request) -> web.Response:
+    await authorize(request, READ)
+    transfer_id = validation.path_id(request, "transfer_id", PUBLIC_COMMAND_ID_RE, "INVALID_TRANSFER_ID")
+    row = await _primary_row(request, select(transfers).where(transfers.c.transfer_id == transfer_id))
+    if row is None:
+        raise ProblemError(404, "TRANSFER_NOT_FOUND", "Unknown transfer", f"no transfer {transfer_id}")
+    return web.json_response(render.transfer(row))
+
+
+async def get_command(request: web.Request) -> web.Response:
+    await authorize(request, READ)
+    command_id = validation.path_id(request, "command_id", PUBLIC_COMMAND_ID_RE, "INVALID_COMMAND_ID")
+    row = await _primary_row(request, select(command_outcomes).where(command_outcomes.c.command_id == command_id))
+    if row is not None:
+        return web.json_response(render.command_outcome(row))
+    try:
+        pending = await asyncio.wait_for(request.app[REDIS].exists(PENDING_KEY_PREFIX + command_id), STORE_TIMEOUT_S)
+    except (RedisError, OSError, asyncio.TimeoutError):
+        pending = False
+    if pending:
+        return web.json_response({"command_id": command_id, "status": "pending"})
+    raise ProblemError(404, "COMMAND_NOT_FOUND", "Unknown command",
+                       f"no outcome for {command_id} (yet); commands answered 202 show as pending")
