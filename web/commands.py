@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import Gauge, Histogram
 
 from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
@@ -33,6 +35,13 @@ log = logging.getLogger("wallet.web.commands")
 PUBLISH_TIMEOUT_S = 10.0
 # Replies taken from the reply partition per poll.
 REPLY_BATCH_MAX = 1000
+
+
+commands_in_flight = Gauge("wallet_http_commands_in_flight",
+                           "Writes of this web process waiting for their outcome.")
+command_wait_seconds = Histogram(
+    "wallet_http_command_wait_seconds", "From publishing a command to its answer arriving, seconds.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
 
 class GatewayUnavailable(Exception):
@@ -130,6 +139,8 @@ class CommandGateway:
         token = secrets.token_hex(12).encode()
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
+        commands_in_flight.set(len(self._waiting))
+        started = time.perf_counter()
         try:
             key = command.wallet_id.encode()
             headers = [(REPLY_PARTITION_HEADER, str(self.reply_partition).encode()), (REPLY_TOKEN_HEADER, token)]
@@ -140,8 +151,11 @@ class CommandGateway:
             except (KafkaError, asyncio.TimeoutError) as exc:
                 raise GatewayUnavailable(f"Kafka did not take the command: {type(exc).__name__}") from exc
             try:
-                return await asyncio.wait_for(asyncio.shield(future), wait_ms / 1000)
+                answer = await asyncio.wait_for(asyncio.shield(future), wait_ms / 1000)
             except asyncio.TimeoutError:
                 return None
+            command_wait_seconds.observe(time.perf_counter() - started)
+            return answer
         finally:
             self._waiting.pop(token, None)
+            commands_in_flight.set(len(self._waiting))

@@ -14,6 +14,7 @@ import time
 import uuid
 
 from aiohttp import web
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from app.domain import commands as c
@@ -29,6 +30,11 @@ from web.problems import ProblemError
 from web.reads import PENDING_KEY_PREFIX, STORE_TIMEOUT_S, path_wallet_id, remember_currency, wallet_currency
 
 log = logging.getLogger("wallet.web.writes")
+
+http_command_results_total = Counter(
+    "wallet_http_command_results_total",
+    "Writes over HTTP by what the client got: applied, rejected, pending (202), conflict (409), "
+    "invalid, unavailable (503).", ["result"])
 
 V = validation
 
@@ -66,25 +72,32 @@ async def _submit(request: web.Request, command: c.CommandBase, currency: str, *
     try:
         answer = await request.app[GATEWAY].submit(command, wait_ms)
     except GatewayBusy:
+        http_command_results_total.labels("unavailable").inc()
         raise ProblemError(503, "BUSY", "Too many writes in flight", "retry shortly",
                            {"Retry-After": "1"}, {"command_id": command_id}) from None
     except GatewayUnavailable as exc:
+        http_command_results_total.labels("unavailable").inc()
         log.warning("command not published", extra={"command_id": command_id, "error": str(exc)})
         raise ProblemError(503, "KAFKA_UNAVAILABLE", "Command not accepted",
                            "Kafka did not take the command; retry with the same Idempotency-Key",
                            {"Retry-After": "1"}, {"command_id": command_id}) from None
     if answer is None or answer.event is None and answer.result not in (REPLY_CONFLICT, REPLY_INVALID):
+        http_command_results_total.labels("pending").inc()
         return await _pending(request, command_id)
     if answer.result == REPLY_CONFLICT:
+        http_command_results_total.labels("conflict").inc()
         raise ProblemError(409, "IDEMPOTENCY_CONFLICT", "Idempotency key reused",
                            "this Idempotency-Key was used with another request", extra={"command_id": command_id})
     if answer.result == REPLY_INVALID:
+        http_command_results_total.labels("invalid").inc()
         log.warning("command refused as poison", extra={"command_id": command_id, "reason": answer.error_code})
         raise V.invalid(answer.error_detail or answer.error_code)
     event = answer.event
     if isinstance(event, render.REJECTIONS):
+        http_command_results_total.labels("rejected").inc()
         raise ProblemError(422, event.code, "Command rejected", event.detail,
                            extra={"command_id": command_id, "version": event.version})
+    http_command_results_total.labels("applied").inc()
     headers = {"Location": location} if location else None
     return web.json_response(render.command_result(event, currency), status=201 if created else 200,
                              headers=headers)

@@ -6,7 +6,7 @@ import re
 
 from app.settings import REPO_ROOT
 
-METRIC_SOURCES = (REPO_ROOT / "app" / "metrics.py", REPO_ROOT / "web" / "app.py")
+METRIC_SOURCES = (REPO_ROOT / "app" / "metrics.py", *sorted((REPO_ROOT / "web").glob("*.py")))
 DEFINITION_RE = re.compile(r"(?:Counter|Gauge|Histogram|Summary)\(\s*\"(wallet_[a-z0-9_]+)\"")
 
 
