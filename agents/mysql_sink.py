@@ -26,8 +26,9 @@ CONNECT_TIMEOUT_S = 5
 
 
 def make_engine(dsn: str) -> AsyncEngine:
+    # utf8mb4 on the connection too, whatever the server's default: texts are any Unicode.
     return create_async_engine(dsn, pool_size=POOL_SIZE, pool_pre_ping=True, pool_recycle=3600,
-                               connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+                               connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "charset": "utf8mb4"})
 
 
 def _wallet_upsert():
@@ -131,8 +132,40 @@ class MultiRowStatement:
         return statements
 
 
+# One round trip carries at most this much SQL: several statements joined with ";" (the driver connects
+# with CLIENT_MULTI_STATEMENTS), well below MariaDB's max_allowed_packet of 16 MiB.
+ROUND_TRIP_BYTES_MAX = 2 * STATEMENT_BYTES_MAX
+# Batches written at once, each in a transaction on a connection of its own (see MySqlWriter).
+WRITES_IN_FLIGHT_MAX = 2
+
+
+def join_round_trips(statements: list[str]) -> list[str]:
+    """The statements of one transaction as few multi-statement texts of at most ROUND_TRIP_BYTES_MAX
+    (a statement above it goes alone), the last one ending in COMMIT."""
+    texts: list[str] = []
+    group: list[str] = []
+    size = 0
+    for statement in [*statements, "COMMIT"]:
+        if group and size + len(statement) + 1 > ROUND_TRIP_BYTES_MAX:
+            texts.append(";".join(group))
+            group, size = [], 0
+        group.append(statement)
+        size += len(statement) + 1
+    texts.append(";".join(group))
+    return texts
+
+
 class MySqlWriter:
-    """Writes one batch of events in one transaction (see the module docstring)."""
+    """Writes one batch of events in one transaction (see the module docstring).
+
+    A batch's statements go to the server in as few round trips as fit (usually one), its COMMIT
+    included, so the server works through the whole transaction without waiting on this process.
+    Two batches may be written at once (`writes_in_flight_max`), on two connections: their rows commute
+    (INSERT IGNORE by key, upserts guarded by version and status), rows are sorted by key within each
+    statement so concurrent transactions lock in one order, and a deadlock or lock wait timeout is a
+    StoreUnavailable the projection retries."""
+
+    writes_in_flight_max = WRITES_IN_FLIGHT_MAX
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -145,29 +178,37 @@ class MySqlWriter:
         await self.execute(self.prepare(items))
 
     def prepare(self, items: list[ProjectedEvent]) -> list[str]:
-        """The batch's SQL statements (CPU only; the projection loop runs it while the previous batch's
-        statements are still executing)."""
+        """The batch's SQL texts (CPU only; the projection runs it while earlier batches execute)."""
         events = [item.event for item in items]
-        ledger = [ledger_row(event) for event in events if is_applied(event)]
-        outcomes = [outcome_row(item.event, item.fingerprint) for item in items]
-        transfer_rows = [row for row in map(transfer_row, events) if row is not None]
+        ledger = sorted((ledger_row(event) for event in events if is_applied(event)),
+                        key=lambda row: (row["wallet_id"], row["version"]))
+        outcomes = sorted((outcome_row(item.event, item.fingerprint) for item in items),
+                          key=lambda row: row["command_id"])
+        transfer_rows = sorted((row for row in map(transfer_row, events) if row is not None),
+                               key=lambda row: row["transfer_id"])
         wallet_rows = [
             {"wallet_id": v.wallet_id, "owner_id": v.owner_id, "currency": v.currency,
              "status": v.status, "balance_minor": v.balance_minor, "available_minor": v.available_minor,
              "held_minor": v.held_minor, "version": v.version, "last_hash": v.last_hash,
              "updated_at_ms": v.updated_at_ms}
-            for v in fold_wallets(events).values()
+            for v in sorted(fold_wallets(events).values(), key=lambda view: view.wallet_id)
         ]
-        return (self._ledger_insert.render(ledger) + self._outcome_insert.render(outcomes)
-                + self._transfer_upsert.render(transfer_rows) + self._wallet_upsert.render(wallet_rows))
+        return join_round_trips(
+            self._ledger_insert.render(ledger) + self._outcome_insert.render(outcomes)
+            + self._transfer_upsert.render(transfer_rows) + self._wallet_upsert.render(wallet_rows))
 
-    async def execute(self, statements: list[str]) -> None:
-        """Run prepared statements in one DB transaction; StoreUnavailable on a connection fault."""
+    async def execute(self, texts: list[str]) -> None:
+        """Run prepared texts (their last statement is the COMMIT); StoreUnavailable on a connection
+        fault, a deadlock or a lock wait timeout. A failing statement stops the rest of its text, so the
+        COMMIT never runs after an error and the transaction is rolled back."""
         try:
             async with self.engine.begin() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
-                for statement in statements:
-                    await driver.query(statement)
+                async with driver.cursor() as cursor:
+                    for text in texts:
+                        await cursor.execute(text)
+                        while await cursor.nextset():
+                            pass
         except (OperationalError, DBAPIError, OSError, ConnectionError, pymysql.err.OperationalError,
                 pymysql.err.InterfaceError) as exc:
             raise StoreUnavailable(f"MySQL: {type(exc).__name__}: {str(exc)[:200]}") from exc

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +29,9 @@ from app.settings import Settings
 
 # First retry delay after a store fault; doubles up to Settings.sink_retry_backoff_max_s.
 RETRY_BACKOFF_FIRST_S = 0.1
+# The most writes in flight a writer may ask for: each holds a read-ahead batch in memory and a store
+# connection.
+WRITES_IN_FLIGHT_LIMIT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +62,24 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
     writes = 0
     prepare = getattr(write, "prepare", None)
     execute = getattr(write, "execute", write) if prepare is not None else write
-    # One batch is written while the next is fetched and decoded: the store's round trips overlap with
-    # this process's CPU work (docs/BENCHMARKS.md, Sink). Offsets of a batch are committed only after its
-    # write finished, and only one write is ever in flight, so at most one batch is read ahead.
-    in_flight: tuple[asyncio.Task, dict, list[ProjectedEvent], float] | None = None
+    # Batches are written while the next ones are fetched, decoded and prepared, so the store's work
+    # overlaps with this process's CPU work (docs/BENCHMARKS.md, Sink). A writer whose writes commute
+    # (idempotent, version-guarded rows) may ask for more than one write in flight, each in a store
+    # transaction of its own. Offsets are committed in log order all the same: a batch's only after its
+    # own write and every earlier batch's write finished. At most that many batches are read ahead.
+    writes_in_flight_max = getattr(write, "writes_in_flight_max", 1)
+    if not 1 <= writes_in_flight_max <= WRITES_IN_FLIGHT_LIMIT:
+        raise ValueError(f"writes_in_flight_max {writes_in_flight_max} is not within 1..{WRITES_IN_FLIGHT_LIMIT}")
+    in_flight: deque[tuple[asyncio.Task, dict, list[ProjectedEvent], float]] = deque()
+
+    def decode(batch: dict) -> tuple[list[ProjectedEvent], Any]:
+        items = [
+            ProjectedEvent(codec.decode(record.value), dict(record.headers or ()).get(
+                FINGERPRINT_HEADER, b"").decode(), tp.partition, record.offset)
+            for tp, records in batch.items() for record in records
+        ]
+        # A writer with `prepare` (CPU: rows, SQL) and `execute` (I/O) gets its batch prepared here.
+        return items, prepare(items) if items and prepare is not None else items
 
     async def finish(write_task: asyncio.Task, offsets: dict, items: list[ProjectedEvent], started: float) -> None:
         nonlocal writes
@@ -90,25 +108,22 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
         while True:
             batch = await consumer.getmany(timeout_ms=settings.sink_batch_wait_ms,
                                            max_records=settings.sink_batch_size_max)
-            items = [
-                ProjectedEvent(codec.decode(record.value), dict(record.headers or ()).get(
-                    FINGERPRINT_HEADER, b"").decode(), tp.partition, record.offset)
-                for tp, records in batch.items() for record in records
-            ]
-            # A writer with `prepare` (CPU: rows, SQL) and `execute` (I/O) gets its next batch prepared
-            # while the previous one executes.
-            prepared = prepare(items) if items and prepare is not None else items
-            if in_flight is not None:
-                current, in_flight = in_flight, None
-                await finish(*current)
+            # Decoding and preparing are CPU work (most of this process's time): in a worker thread, so
+            # the event loop keeps feeding the writes in flight their statements and reading their
+            # results (it gets the GIL back within the interpreter's switch interval, 5 ms).
+            items, prepared = await asyncio.to_thread(decode, batch) if batch else ([], None)
+            # Oldest first: a full pipeline, an idle topic (nothing left to overlap with) or a write that
+            # has finished frees its slot and commits its offsets.
+            while in_flight and (len(in_flight) >= writes_in_flight_max or not items or in_flight[0][0].done()):
+                await finish(*in_flight.popleft())
             if items:
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                in_flight = (asyncio.create_task(_write_with_retry(execute, prepared, settings, sink, log)),
-                             offsets, items, time.perf_counter())
+                in_flight.append((asyncio.create_task(_write_with_retry(execute, prepared, settings, sink, log)),
+                                  offsets, items, time.perf_counter()))
     finally:
-        if in_flight is not None:
-            in_flight[0].cancel()
-            await asyncio.gather(in_flight[0], return_exceptions=True)
+        for write_task, *_ in in_flight:
+            write_task.cancel()
+        await asyncio.gather(*(write_task for write_task, *_ in in_flight), return_exceptions=True)
         await consumer.stop()
 
 
@@ -120,6 +135,11 @@ async def _write_with_retry(write: Callable[[Any], Awaitable[None]], items: Any,
             await write(items)
             return
         except StoreUnavailable as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The driver turned our cancellation into an error ("Cancelled during execution"):
+                # stop as asked instead of retrying forever in a worker that is shutting down.
+                raise asyncio.CancelledError() from exc
             metrics.sink_retries_total.labels(sink).inc()
             log.warning("store write failed; retrying", extra={"sink": sink, "error": str(exc),
                                                                 "retry_in_s": delay_s})

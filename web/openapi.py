@@ -7,6 +7,7 @@ no network access beyond this service (no CDN, no external fonts or scripts).
 
 from __future__ import annotations
 
+import functools
 import json
 import weakref
 from pathlib import Path
@@ -230,7 +231,7 @@ def _components(settings: Settings) -> dict:
         }),
     }
     responses: dict = {}
-    for status, (name, description) in _ERROR_RESPONSES.items():
+    for name, description in _ERROR_RESPONSES.values():
         responses[name] = {"description": description, "content": {
             "application/problem+json": {"schema": _schema("Problem")}}}
     responses["Unauthorized"]["headers"] = {"WWW-Authenticate": {
@@ -423,7 +424,6 @@ def openapi_document(settings: Settings) -> dict:
 
 # Rendered once per application (the settings of an app never change while it runs).
 _rendered: weakref.WeakKeyDictionary[web.Application, bytes] = weakref.WeakKeyDictionary()
-_docs_page: list[bytes] = []
 
 
 async def openapi_view(request: web.Request) -> web.Response:
@@ -437,9 +437,12 @@ async def openapi_view(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+@functools.cache
+def _docs_page() -> bytes:
+    return DOCS_PAGE_PATH.read_bytes()
+
+
 async def docs_view(request: web.Request) -> web.Response:
     """`GET /docs`: the self-contained reference page that renders `/openapi.json`; no key needed."""
-    if not _docs_page:
-        _docs_page.append(DOCS_PAGE_PATH.read_bytes())
-    return web.Response(body=_docs_page[0], content_type="text/html", charset="utf-8",
+    return web.Response(body=_docs_page(), content_type="text/html", charset="utf-8",
                         headers={"Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY})

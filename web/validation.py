@@ -76,6 +76,10 @@ def fields(body: dict[str, Any], required: dict[str, Callable[[str, Any], Any]],
 def string(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise invalid(f"{name} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800") is no text any store can keep
+        raise invalid(f"{name} is not valid Unicode text") from exc
     return value
 
 
@@ -119,6 +123,13 @@ def integer(low: int, high: int) -> Callable[[str, Any], int]:
             raise invalid(f"{name} must be an integer from {low} to {high}")
         return value
     return check
+
+
+def amount_text(name: str, value: Any) -> str:
+    """An amount field's raw value: a string (a JSON number would invite binary floating point)."""
+    if not isinstance(value, str):
+        raise invalid(f"{name} must be a decimal string such as \"150.75\", not a JSON number", "INVALID_AMOUNT")
+    return value
 
 
 def amount_minor(text_value: Any, currency_code: str, *, name: str = "amount", max_minor: int,

@@ -16,16 +16,19 @@ import uuid
 from aiohttp import web
 from prometheus_client import Counter
 from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.domain import commands as c
 from app.domain.limits import Limits
 from app.domain.money import AMOUNT_MINOR_MAX
 from app.intake import HOLD_ID_RE
+from app.readmodel import command_outcomes
 from app.replies import REPLY_CONFLICT, REPLY_INVALID
 from web import render, validation
 from web.access import ADMIN, WRITE, authorize
 from web.commands import GatewayBusy, GatewayUnavailable
-from web.context import GATEWAY, REDIS, SETTINGS
+from web.context import GATEWAY, MYSQL_PRIMARY, REDIS, SETTINGS
 from web.problems import ProblemError
 from web.reads import PENDING_KEY_PREFIX, STORE_TIMEOUT_S, path_wallet_id, remember_currency, wallet_currency
 
@@ -37,6 +40,9 @@ http_command_results_total = Counter(
     "invalid, unavailable (503).", ["result"])
 
 V = validation
+# Redis key claiming an Idempotency-Key for one wallet (see `_claim_key`).
+CLAIM_KEY_PREFIX = "idempotency:"
+IDEMPOTENCY_KEY = web.RequestKey("idempotency_key", object)
 
 
 def _derived_id(prefix: str, command_id: str) -> str:
@@ -45,7 +51,42 @@ def _derived_id(prefix: str, command_id: str) -> str:
 
 
 def _command_id(request: web.Request) -> str:
-    return V.idempotency_key(request) or uuid.uuid4().hex
+    key = V.idempotency_key(request)
+    request[IDEMPOTENCY_KEY] = key
+    return key or uuid.uuid4().hex
+
+
+async def _claim_key(request: web.Request, command: c.CommandBase) -> None:
+    """409 when the request's Idempotency-Key already belongs to a command for another wallet.
+
+    The processor remembers command ids per partition, so it sees a key reused for the same wallet (and
+    answers conflict or the first outcome) but not one reused for a wallet on another partition. The
+    claim in Redis (atomic SET NX, kept for the retention window) closes that gap; without Redis the
+    MySQL primary's outcomes are checked instead (not atomic, but catches every settled command).
+    """
+    if request.get(IDEMPOTENCY_KEY) is None:
+        return
+    app, settings = request.app, request.app[SETTINGS]
+    claim_key = CLAIM_KEY_PREFIX + command.command_id
+    try:
+        claimed = await asyncio.wait_for(app[REDIS].set(claim_key, command.wallet_id, nx=True,
+                                                        ex=settings.command_retention_s), STORE_TIMEOUT_S)
+        owner = command.wallet_id if claimed else await asyncio.wait_for(app[REDIS].get(claim_key), STORE_TIMEOUT_S)
+    except (RedisError, OSError, asyncio.TimeoutError):
+        owner = await _outcome_wallet(request, command.command_id)
+    if owner is not None and owner != command.wallet_id:
+        http_command_results_total.labels("conflict").inc()
+        raise ProblemError(409, "IDEMPOTENCY_CONFLICT", "Idempotency key reused",
+                           "this Idempotency-Key was used with another request", extra={"command_id": command.command_id})
+
+
+async def _outcome_wallet(request: web.Request, command_id: str) -> str | None:
+    query = select(command_outcomes.c.wallet_id).where(command_outcomes.c.command_id == command_id)
+    try:
+        async with request.app[MYSQL_PRIMARY].connect() as conn:
+            return (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).scalar()
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError):
+        return None  # neither store answers: the processor's per-partition check is what is left
 
 
 def _now_ms() -> int:
@@ -69,6 +110,7 @@ async def _submit(request: web.Request, command: c.CommandBase, currency: str, *
     settings = request.app[SETTINGS]
     wait_ms = V.query_int(request, "wait_ms", settings.command_wait_ms_default, 0, settings.command_wait_ms_max)
     command_id = command.command_id
+    await _claim_key(request, command)
     try:
         answer = await request.app[GATEWAY].submit(command, wait_ms)
     except GatewayBusy:
@@ -119,7 +161,7 @@ async def _pending(request: web.Request, command_id: str) -> web.Response:
 async def open_wallet(request: web.Request) -> web.Response:
     await authorize(request, WRITE)
     body = V.fields(await V.json_body(request), {"owner_id": V.owner_id, "currency": V.currency},
-                    {"wallet_id": V.wallet_id, "overdraft_limit": V.string})
+                    {"wallet_id": V.wallet_id, "overdraft_limit": V.amount_text})
     command_id = _command_id(request)
     currency = body["currency"]
     overdraft_minor = 0
@@ -138,7 +180,7 @@ async def open_wallet(request: web.Request) -> web.Response:
 async def _move(request: web.Request, kind: type[c.Deposit] | type[c.Withdraw]) -> web.Response:
     await authorize(request, WRITE)
     wallet_id = path_wallet_id(request)
-    body = V.fields(await V.json_body(request), {"amount": V.string},
+    body = V.fields(await V.json_body(request), {"amount": V.amount_text},
                     {"reference": V.text, "description": V.text})
     currency = await _existing_currency(request, wallet_id)
     amount_minor = V.amount_minor(body["amount"], currency, max_minor=_max_minor(request, currency))
@@ -159,7 +201,7 @@ async def withdraw(request: web.Request) -> web.Response:
 async def transfer(request: web.Request) -> web.Response:
     await authorize(request, WRITE)
     body = V.fields(await V.json_body(request),
-                    {"source_wallet_id": V.wallet_id, "destination_wallet_id": V.wallet_id, "amount": V.string},
+                    {"source_wallet_id": V.wallet_id, "destination_wallet_id": V.wallet_id, "amount": V.amount_text},
                     {"reference": V.text})
     source, destination = body["source_wallet_id"], body["destination_wallet_id"]
     currency = await _existing_currency(request, source)
@@ -179,7 +221,7 @@ async def place_hold(request: web.Request) -> web.Response:
     await authorize(request, WRITE)
     wallet_id = path_wallet_id(request)
     settings = request.app[SETTINGS]
-    body = V.fields(await V.json_body(request), {"amount": V.string},
+    body = V.fields(await V.json_body(request), {"amount": V.amount_text},
                     {"expires_in_s": V.integer(1, settings.hold_expires_in_s_max)})
     currency = await _existing_currency(request, wallet_id)
     amount_minor = V.amount_minor(body["amount"], currency, max_minor=_max_minor(request, currency))
@@ -199,7 +241,7 @@ def _hold_id(request: web.Request) -> str:
 async def capture_hold(request: web.Request) -> web.Response:
     await authorize(request, WRITE)
     wallet_id, hold_id = path_wallet_id(request), _hold_id(request)
-    body = V.fields(await V.json_body(request, optional=True), {}, {"amount": V.string})
+    body = V.fields(await V.json_body(request, optional=True), {}, {"amount": V.amount_text})
     currency = await _existing_currency(request, wallet_id)
     amount_minor = None
     if "amount" in body:

@@ -40,7 +40,9 @@ BINLOG_EXPIRE_S = 24 * 3600
 # Heaps are bounded: the machine has 2 cores and everything shares them.
 KAFKA_HEAP = "-Xmx768m"
 REGISTRY_HEAP = "-Xmx384m"
-APT_PACKAGES = {"mariadbd": "mariadb-server", "redis-server": "redis-server", "prometheus": "prometheus"}
+# wrk: the HTTP load generator of `wallet bench http` (far cheaper per request than a Python client).
+APT_PACKAGES = {"mariadbd": "mariadb-server", "redis-server": "redis-server", "prometheus": "prometheus",
+                "wrk": "wrk"}
 # The local replica's account on the primary (local only: the stack binds to 127.0.0.1).
 REPLICATION_USER = "wallet_repl"
 REPLICATION_PASSWORD = "wallet_repl"
@@ -98,7 +100,7 @@ def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] |
 
 
 def ensure_packages() -> None:
-    """Install MariaDB and Redis from Debian when their binaries are missing."""
+    """Install MariaDB, Redis, Prometheus and wrk from Debian when their binaries are missing."""
     missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None
                and not Path("/usr/sbin", binary).exists()]
     if not missing:
@@ -252,6 +254,8 @@ def _start_mariadbd(settings: Settings, name: str, port: int, role_args: list[st
     return _spawn(settings, name, [
         _mariadb_bin("mariadbd"), "--no-defaults", f"--datadir={datadir}", "--user=root",
         f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+        # Every Unicode text fits (owner ids, references), and ids compare byte for byte: "Alice" != "alice".
+        "--character-set-server=utf8mb4", "--collation-server=utf8mb4_bin",
         f"--socket={settings.state_dir / name / 'mariadb.sock'}",
         f"--pid-file={settings.state_dir / name / 'mariadbd.pid'}",
         *role_args,
