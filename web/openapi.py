@@ -46,6 +46,8 @@ _ERROR_RESPONSES = {
     "403": ("Forbidden", "The key lacks the scope this route needs (`FORBIDDEN`)."),
     "404": ("NotFound", "Unknown wallet, transfer or command (`WALLET_NOT_FOUND`, ...)."),
     "409": ("Conflict", "`Idempotency-Key` reused with another body (`IDEMPOTENCY_CONFLICT`)."),
+    "412": ("MinVersionNotReached", "The owning table has not reached `min_version` within the wait "
+            "(`MIN_VERSION_NOT_REACHED`): that version does not exist yet."),
     "413": ("PayloadTooLarge", "Request body larger than the limit."),
     "415": ("UnsupportedMediaType", "Request body is not `application/json`."),
     "422": ("Unprocessable", "Rejected by the ledger; `code` says why (`INSUFFICIENT_FUNDS`, `WALLET_FROZEN`, ...)."),
@@ -54,6 +56,7 @@ _ERROR_RESPONSES = {
 }
 _POST_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "422", "429", "503")
 _GET_ERRORS = ("400", "401", "403", "404", "429", "503")
+_VERSIONED_GET_ERRORS = ("400", "401", "403", "404", "412", "429", "503")
 
 
 def _schema(name: str) -> dict:
@@ -299,12 +302,12 @@ def _post(operation_id: str, summary: str, description: str, scope: str, body: s
 
 
 def _get(operation_id: str, summary: str, description: str, schema: str, *, tag: str,
-         parameters: list[dict]) -> dict:
+         parameters: list[dict], errors: tuple[str, ...] = _GET_ERRORS) -> dict:
     return {"get": {
         "operationId": operation_id, "summary": summary, "tags": [tag],
         "description": f"{description}\n\nScope: `{SCOPE_READ}`.",
         **_secured(SCOPE_READ), "parameters": parameters,
-        "responses": {"200": {"description": "OK.", "content": _json(_schema(schema))}, **_errors(_GET_ERRORS)},
+        "responses": {"200": {"description": "OK.", "content": _json(_schema(schema))}, **_errors(errors)},
     }}
 
 
@@ -327,14 +330,15 @@ def _paths(settings: Settings) -> dict:
             tag="wallets", path_parameters=(), addresses_wallet=False),
         wallet_path: _get(
             "getWallet", "Get a wallet", "The wallet and its position.", "Wallet", tag="wallets",
-            parameters=[_parameter("WalletId"), _parameter("Consistency"), _parameter("MinVersion")]),
+            parameters=[_parameter("WalletId"), _parameter("Consistency"), _parameter("MinVersion")],
+            errors=_VERSIONED_GET_ERRORS),
         wallet_path + "/balance": _get(
             "getBalance", "Get a balance", "The balance now, or at a past time with `?at=`.", "Balance",
             tag="wallets", parameters=[
                 _parameter("WalletId"),
                 {"name": "at", "in": "query", "required": False, "schema": _schema("Timestamp"),
                  "description": "RFC 3339 time: the balance after the last entry at or before it."},
-                _parameter("MinVersion"), _parameter("Consistency")]),
+                _parameter("MinVersion"), _parameter("Consistency")], errors=_VERSIONED_GET_ERRORS),
         wallet_path + "/deposits": _post(
             "deposit", "Deposit", "Credits the wallet.", SCOPE_WRITE, "MoneyMovementRequest", applied,
             tag="money"),

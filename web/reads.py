@@ -113,11 +113,17 @@ async def locate(app: web.Application, wallet_id: str, *, strong: bool = False,
         except StoreDown:
             pass  # the table, then MySQL
     try:
-        return await from_table(app, wallet_id, min_version)
+        found = await from_table(app, wallet_id, min_version)
     except StoreDown:
         if strong:
             raise ProblemError(503, "TABLE_UNAVAILABLE", "Owning processor unavailable",
                                "a strong read needs the processor that owns this wallet; try again") from None
+    else:
+        if found is not None and found["version"] < min_version:
+            # The table is the truth: the version asked for does not exist (yet). Never answer older.
+            raise ProblemError(412, "MIN_VERSION_NOT_REACHED", "Version not reached",
+                               f"wallet {wallet_id} is at version {found['version']}, below {min_version}")
+        return found
     try:
         found = await from_mysql(app, wallet_id)
     except StoreDown:

@@ -340,6 +340,13 @@ def test_min_version_never_answers_a_state_older_than_the_write_returned(api):
             assert read.json["balance"] == f"{step}.00"
 
 
+def test_a_min_version_the_wallet_has_not_reached_is_412_not_an_older_state(api):
+    wallet_id = open_wallet(api)
+    for suffix in ("", "/balance"):
+        read = call(api, "GET", f"/v1/wallets/{wallet_id}{suffix}", key=api.keys.read, query={"min_version": 5})
+        assert (read.status, read.json["code"]) == (412, "MIN_VERSION_NOT_REACHED"), read.text
+
+
 def test_balance_at_a_time_is_the_balance_after_the_last_entry_at_or_before_it(api):
     before_ms = now_ms() - 60_000
     wallet_id = funded_wallet(api, "10.00")
