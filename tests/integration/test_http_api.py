@@ -414,7 +414,8 @@ def test_withdraw_over_available_is_rejected_and_balance_unchanged(api):
     reply = move(api, wallet_id, "withdrawals", "10.01")
     problem = assert_problem(reply, 422, "INSUFFICIENT_FUNDS")
     assert problem["command_id"]
-    balance = strong_balance(api, wallet_id, min_version=3)
+    assert problem["version"] == 2, "a rejection changes no version"
+    balance = strong_balance(api, wallet_id, min_version=2)
     assert (balance["balance"], balance["available"]) == ("10.00", "10.00")
 
 
