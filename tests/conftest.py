@@ -27,6 +27,9 @@ def stack(request, base_settings: Settings):
         started = local_stack.up(base_settings)
     bootstrap.migrate(base_settings)
     yield base_settings
+    from tests.harness import kill_leftover_workers
+
+    kill_leftover_workers()
     with capture.global_and_fixture_disabled():
         local_stack.down(base_settings, started)
 

@@ -71,6 +71,19 @@ async def wait_for_async(condition, timeout_s: float, what: str, interval_s: flo
         await asyncio.sleep(interval_s)
 
 
+# Every worker the tests started: the session's end kills the ones a failed test left running.
+STARTED: list["WorkerProcess"] = []
+
+
+def kill_leftover_workers() -> int:
+    """SIGKILL every started worker still alive; return how many there were."""
+    leftovers = [worker for worker in STARTED if worker.proc is not None and worker.proc.poll() is None]
+    for worker in leftovers:
+        worker.kill()
+    STARTED.clear()
+    return len(leftovers)
+
+
 class WorkerProcess:
     """`wallet worker` as a real child process with the given settings."""
 
@@ -95,6 +108,7 @@ class WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         self.proc = subprocess.Popen(argv, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
                                      env=env, cwd=REPO_ROOT, start_new_session=True)
+        STARTED.append(self)
         self.starts += 1
         if wait_ready:
             self.wait_ready()
@@ -114,7 +128,11 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n" + "\n".join(self.log_lines()[-40:]))
             return False
 
-        wait_for(ready, WORKER_READY_TIMEOUT_S, "the worker to report ready", interval_s=0.2)
+        try:
+            wait_for(ready, WORKER_READY_TIMEOUT_S, "the worker to report ready", interval_s=0.2)
+        except AssertionError:
+            self.kill()  # a worker that never got ready must not outlive the test
+            raise
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (the crash the tests inject)."""
