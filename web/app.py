@@ -131,7 +131,7 @@ def create_app(settings: Settings, api_keys: ApiKeys, registry=None) -> web.Appl
     app[WALLET_CURRENCIES] = {}
 
     async def stores(app: web.Application) -> AsyncIterator[None]:
-        app[REDIS] = make_client(settings.redis_url)
+        app[REDIS] = make_client(settings.redis_url, settings.redis_connections_max)
         app[RATE_LIMITER] = RateLimiter(app[REDIS], settings.rate_limit_per_s, settings.rate_limit_burst)
         app[MYSQL] = make_engine(settings.mysql_replica_dsn or settings.mysql_dsn)
         app[MYSQL_PRIMARY] = make_engine(settings.mysql_dsn) if settings.mysql_replica_dsn else app[MYSQL]

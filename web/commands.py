@@ -145,14 +145,16 @@ class CommandGateway:
             key = command.wallet_id.encode()
             headers = [(REPLY_PARTITION_HEADER, str(self.reply_partition).encode()), (REPLY_TOKEN_HEADER, token)]
             try:
-                await asyncio.wait_for(self._producer.send_and_wait(
-                    self.settings.commands_topic, self.codec.encode(command), key=key,
-                    partition=partition_for(key, self.settings.partitions), headers=headers), PUBLISH_TIMEOUT_S)
-            except (KafkaError, asyncio.TimeoutError) as exc:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    await self._producer.send_and_wait(
+                        self.settings.commands_topic, self.codec.encode(command), key=key,
+                        partition=partition_for(key, self.settings.partitions), headers=headers)
+            except (KafkaError, TimeoutError) as exc:
                 raise GatewayUnavailable(f"Kafka did not take the command: {type(exc).__name__}") from exc
             try:
-                answer = await asyncio.wait_for(asyncio.shield(future), wait_ms / 1000)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(wait_ms / 1000):
+                    answer = await future
+            except TimeoutError:
                 return None
             command_wait_seconds.observe(time.perf_counter() - started)
             return answer

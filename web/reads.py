@@ -25,10 +25,11 @@ from app.intake import PUBLIC_COMMAND_ID_RE, WALLET_ID_RE
 from app.kafka import partition_for
 from app.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
 from web import render, validation
-from web.access import READ, authorize
+from web.access import READ, authorize, pass_gate
 from web.amounts import format_minor
 from web.context import MYSQL, MYSQL_PRIMARY, REDIS, SETTINGS, TABLE_CLIENT, WALLET_CURRENCIES
 from web.problems import ProblemError
+from web.ratelimit import Passage
 
 log = logging.getLogger("wallet.web.reads")
 
@@ -63,9 +64,15 @@ def path_wallet_id(request: web.Request) -> str:
 
 async def from_redis(app: web.Application, wallet_id: str) -> dict[str, Any] | None:
     try:
-        found = await asyncio.wait_for(app[REDIS].hgetall(wallet_key(wallet_id)), STORE_TIMEOUT_S)
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        async with asyncio.timeout(STORE_TIMEOUT_S):
+            found = await app[REDIS].hgetall(wallet_key(wallet_id))
+    except (RedisError, OSError, TimeoutError) as exc:
         raise StoreDown("redis") from exc
+    return redis_position(found)
+
+
+def redis_position(found: dict[str, str] | None) -> dict[str, Any] | None:
+    """A wallet hash as the Redis sink writes it, as a position; None when Redis has no (whole) wallet."""
     if not found or "currency" not in found:
         return None
     position = {name: int(found[name]) for name in _MONEY}
@@ -102,12 +109,19 @@ async def from_mysql(app: web.Application, wallet_id: str) -> dict[str, Any] | N
     return None if row is None else dict(row)
 
 
-async def locate(app: web.Application, wallet_id: str, *, strong: bool = False,
-                 min_version: int = 0) -> dict[str, Any] | None:
-    """The wallet's position (`*_minor` ints, currency, status, owner_id, version), None if it does not exist."""
+async def locate(app: web.Application, wallet_id: str, *, strong: bool = False, min_version: int = 0,
+                 passage: Passage | None = None) -> dict[str, Any] | None:
+    """The wallet's position (`*_minor` ints, currency, status, owner_id, version), None if it does not exist.
+
+    `passage`: the request's gate call, which may already have read the wallet's Redis hash."""
     if not strong:
         try:
-            found = await from_redis(app, wallet_id)
+            if passage is not None and passage.wallet is not None:
+                found = redis_position(passage.wallet)
+            elif passage is not None and not passage.redis_ok:
+                found = None  # Redis just failed this request: do not wait on it twice
+            else:
+                found = await from_redis(app, wallet_id)
             if found is not None and found["version"] >= min_version:
                 return found
         except StoreDown:
@@ -161,23 +175,30 @@ def _consistency(request: web.Request) -> tuple[bool, int]:
     return strong, validation.query_int(request, "min_version", 0, 0, 2**53)
 
 
+async def _gate_reading(request: web.Request, wallet_id: str, strong: bool) -> Passage:
+    """The rate limit, with the wallet's Redis hash read in the same round trip when Redis will be used."""
+    return await pass_gate(request, wallet_key="" if strong else wallet_key(wallet_id))
+
+
 async def get_wallet(request: web.Request) -> web.Response:
-    await authorize(request, READ)
+    await authorize(request, READ, limit_now=False)
     wallet_id = path_wallet_id(request)
     strong, min_version = _consistency(request)
-    found = await locate(request.app, wallet_id, strong=strong, min_version=min_version)
+    passage = await _gate_reading(request, wallet_id, strong)
+    found = await locate(request.app, wallet_id, strong=strong, min_version=min_version, passage=passage)
     if found is None:
         raise wallet_not_found(wallet_id)
     return web.json_response(render.position(wallet_id, found, with_owner=True))
 
 
 async def get_balance(request: web.Request) -> web.Response:
-    await authorize(request, READ)
+    await authorize(request, READ, limit_now=False)
     wallet_id = path_wallet_id(request)
     at_ms = validation.query_time_ms(request, "at")
     strong, min_version = _consistency(request)
+    passage = await _gate_reading(request, wallet_id, strong or at_ms is not None)
     if at_ms is None:
-        found = await locate(request.app, wallet_id, strong=strong, min_version=min_version)
+        found = await locate(request.app, wallet_id, strong=strong, min_version=min_version, passage=passage)
         if found is None:
             raise wallet_not_found(wallet_id)
         return web.json_response(render.position(wallet_id, found, with_owner=False))

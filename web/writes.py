@@ -26,7 +26,7 @@ from app.intake import HOLD_ID_RE
 from app.readmodel import command_outcomes
 from app.replies import REPLY_CONFLICT, REPLY_INVALID
 from web import render, validation
-from web.access import ADMIN, WRITE, authorize
+from web.access import ADMIN, WRITE, authorize, pass_gate
 from web.commands import GatewayBusy, GatewayUnavailable
 from web.context import GATEWAY, MYSQL_PRIMARY, REDIS, SETTINGS
 from web.problems import ProblemError
@@ -56,24 +56,22 @@ def _command_id(request: web.Request) -> str:
     return key or uuid.uuid4().hex
 
 
-async def _claim_key(request: web.Request, command: c.CommandBase) -> None:
-    """409 when the request's Idempotency-Key already belongs to a command for another wallet.
+async def _gate(request: web.Request, command: c.CommandBase) -> None:
+    """The rate limit (429), and the claim of the request's Idempotency-Key, in one Redis round trip.
 
-    The processor remembers command ids per partition, so it sees a key reused for the same wallet (and
-    answers conflict or the first outcome) but not one reused for a wallet on another partition. The
-    claim in Redis (atomic SET NX, kept for the retention window) closes that gap; without Redis the
-    MySQL primary's outcomes are checked instead (not atomic, but catches every settled command).
+    409 when the key already belongs to a command for another wallet. The processor remembers command ids
+    per partition, so it sees a key reused for the same wallet (and answers conflict or the first outcome)
+    but not one reused for a wallet on another partition. The claim in Redis (atomic SET NX, kept for the
+    retention window) closes that gap; without Redis the MySQL primary's outcomes are checked instead (not
+    atomic, but it catches every settled command).
     """
-    if request.get(IDEMPOTENCY_KEY) is None:
+    keyed = request.get(IDEMPOTENCY_KEY) is not None
+    claim = {"claim_key": CLAIM_KEY_PREFIX + command.command_id, "claim_value": command.wallet_id,
+             "claim_ttl_s": request.app[SETTINGS].command_retention_s} if keyed else {}
+    passage = await pass_gate(request, **claim)
+    if not keyed:
         return
-    app, settings = request.app, request.app[SETTINGS]
-    claim_key = CLAIM_KEY_PREFIX + command.command_id
-    try:
-        claimed = await asyncio.wait_for(app[REDIS].set(claim_key, command.wallet_id, nx=True,
-                                                        ex=settings.command_retention_s), STORE_TIMEOUT_S)
-        owner = command.wallet_id if claimed else await asyncio.wait_for(app[REDIS].get(claim_key), STORE_TIMEOUT_S)
-    except (RedisError, OSError, asyncio.TimeoutError):
-        owner = await _outcome_wallet(request, command.command_id)
+    owner = passage.claim_owner if passage.redis_ok else await _outcome_wallet(request, command.command_id)
     if owner is not None and owner != command.wallet_id:
         http_command_results_total.labels("conflict").inc()
         raise ProblemError(409, "IDEMPOTENCY_CONFLICT", "Idempotency key reused",
@@ -110,7 +108,7 @@ async def _submit(request: web.Request, command: c.CommandBase, currency: str, *
     settings = request.app[SETTINGS]
     wait_ms = V.query_int(request, "wait_ms", settings.command_wait_ms_default, 0, settings.command_wait_ms_max)
     command_id = command.command_id
-    await _claim_key(request, command)
+    await _gate(request, command)
     try:
         answer = await request.app[GATEWAY].submit(command, wait_ms)
     except GatewayBusy:
@@ -159,7 +157,7 @@ async def _pending(request: web.Request, command_id: str) -> web.Response:
 
 
 async def open_wallet(request: web.Request) -> web.Response:
-    await authorize(request, WRITE)
+    await authorize(request, WRITE, limit_now=False)
     body = V.fields(await V.json_body(request), {"owner_id": V.owner_id, "currency": V.currency},
                     {"wallet_id": V.wallet_id, "overdraft_limit": V.amount_text})
     command_id = _command_id(request)
@@ -178,7 +176,7 @@ async def open_wallet(request: web.Request) -> web.Response:
 
 
 async def _move(request: web.Request, kind: type[c.Deposit] | type[c.Withdraw]) -> web.Response:
-    await authorize(request, WRITE)
+    await authorize(request, WRITE, limit_now=False)
     wallet_id = path_wallet_id(request)
     body = V.fields(await V.json_body(request), {"amount": V.amount_text},
                     {"reference": V.text, "description": V.text})
@@ -199,7 +197,7 @@ async def withdraw(request: web.Request) -> web.Response:
 
 
 async def transfer(request: web.Request) -> web.Response:
-    await authorize(request, WRITE)
+    await authorize(request, WRITE, limit_now=False)
     body = V.fields(await V.json_body(request),
                     {"source_wallet_id": V.wallet_id, "destination_wallet_id": V.wallet_id, "amount": V.amount_text},
                     {"reference": V.text})
@@ -218,7 +216,7 @@ async def transfer(request: web.Request) -> web.Response:
 
 
 async def place_hold(request: web.Request) -> web.Response:
-    await authorize(request, WRITE)
+    await authorize(request, WRITE, limit_now=False)
     wallet_id = path_wallet_id(request)
     settings = request.app[SETTINGS]
     body = V.fields(await V.json_body(request), {"amount": V.amount_text},
@@ -239,7 +237,7 @@ def _hold_id(request: web.Request) -> str:
 
 
 async def capture_hold(request: web.Request) -> web.Response:
-    await authorize(request, WRITE)
+    await authorize(request, WRITE, limit_now=False)
     wallet_id, hold_id = path_wallet_id(request), _hold_id(request)
     body = V.fields(await V.json_body(request, optional=True), {}, {"amount": V.amount_text})
     currency = await _existing_currency(request, wallet_id)
@@ -252,7 +250,7 @@ async def capture_hold(request: web.Request) -> web.Response:
 
 
 async def release_hold(request: web.Request) -> web.Response:
-    await authorize(request, WRITE)
+    await authorize(request, WRITE, limit_now=False)
     wallet_id, hold_id = path_wallet_id(request), _hold_id(request)
     V.fields(await V.json_body(request, optional=True), {}, {})
     currency = await _existing_currency(request, wallet_id)
@@ -262,7 +260,7 @@ async def release_hold(request: web.Request) -> web.Response:
 
 
 async def freeze(request: web.Request) -> web.Response:
-    await authorize(request, ADMIN)
+    await authorize(request, ADMIN, limit_now=False)
     wallet_id = path_wallet_id(request)
     body = V.fields(await V.json_body(request, optional=True), {}, {"reason": V.text})
     currency = await _existing_currency(request, wallet_id)
@@ -272,7 +270,7 @@ async def freeze(request: web.Request) -> web.Response:
 
 
 async def _admin_action(request: web.Request, kind: type[c.Unfreeze] | type[c.Close]) -> web.Response:
-    await authorize(request, ADMIN)
+    await authorize(request, ADMIN, limit_now=False)
     wallet_id = path_wallet_id(request)
     V.fields(await V.json_body(request, optional=True), {}, {})
     currency = await _existing_currency(request, wallet_id)
