@@ -8,6 +8,10 @@ the limit holds for the whole deployment. When the request is allowed, the same 
 - claims an Idempotency-Key for a wallet (`SET NX`, see web/writes.py), returning the key's owner.
 One call per request keeps a balance read at one Redis round trip. (The keys of one call must live on
 one Redis node; with Redis Cluster they would need a common hash tag.)
+
+Calls are auto-pipelined: the calls made in one turn of the event loop go to Redis as one pipeline, so
+a busy web process pays the client's per-call cost (connection checkout, retries, framing) once per
+batch instead of once per request.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from prometheus_client import Counter
 from redis.exceptions import NoScriptError, RedisError
 
 RATE_KEY_PREFIX = "ratelimit:"
-# Bound of the Redis call; past it the request is let through (the limit fails open, see `Gate.pass_`).
+# Bound of the Redis call; past it the request is let through (the limit fails open, see `RateLimiter.pass_`).
 RATE_LIMIT_TIMEOUT_S = 0.5
+# Most gate calls sent to Redis in one pipeline.
+GATE_PIPELINE_SIZE_MAX = 256
 
 # KEYS: rate counter, wallet hash ("" = none), claim key ("" = none).
 # ARGV: now (µs), emission interval (µs), burst (requests), claim value, claim ttl (s).
@@ -68,15 +74,46 @@ class RateLimiter:
         self._sha: str | None = None
         self._interval_us = max(1, 1_000_000 // per_s)
         self._burst = burst
+        self._queued: list[tuple[list[str], list[object], asyncio.Future]] = []
+        self._flushes: set[asyncio.Task] = set()
 
     async def _call(self, keys: list[str], args: list[object]):
-        if self._sha is None:
-            self._sha = await self._client.script_load(_GATE)
+        future = asyncio.get_running_loop().create_future()
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush_queued)
+        self._queued.append((keys, args, future))
+        return await future
+
+    def _flush_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued[:GATE_PIPELINE_SIZE_MAX], self._queued[GATE_PIPELINE_SIZE_MAX:]
+            task = asyncio.create_task(self._flush(batch))
+            self._flushes.add(task)  # a reference until done, so the task is not collected mid-flight
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[list[str], list[object], asyncio.Future]]) -> None:
         try:
-            return await self._client.evalsha(self._sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted and lost its script cache
-            self._sha = await self._client.script_load(_GATE)
-            return await self._client.evalsha(self._sha, len(keys), *keys, *args)
+            if self._sha is None:
+                self._sha = await self._client.script_load(_GATE)
+            results = await self._pipeline(batch)
+            if any(isinstance(result, NoScriptError) for result in results):  # Redis lost its script cache
+                self._sha = await self._client.script_load(_GATE)
+                results = await self._pipeline(batch)
+        except Exception as exc:  # every waiter gets the failure (RedisError, OSError: fail open)
+            results = [exc] * len(batch)
+        for (_, _, future), result in zip(batch, results):
+            if future.done():  # its request gave up waiting
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch) -> list:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
 
     async def pass_(self, key_id: str, *, wallet_key: str = "", claim_key: str = "", claim_value: str = "",
                     claim_ttl_s: int = 0) -> Passage:
