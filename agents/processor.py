@@ -163,8 +163,12 @@ class Processor:
         state_root = self.settings.state_dir / "processor"
         self.stores = {p: PartitionStore(state_root / f"p{p}") for p in self.partitions}
         transactional = self.settings.processing_guarantee == "exactly_once"
+        # A transaction that starts right after the previous commit often hears CONCURRENT_TRANSACTIONS
+        # until the broker has written the commit markers (KAFKA-5477); aiokafka then sleeps
+        # retry_backoff_ms (default 100 ms) before retrying, which puts 100-200 ms on random commands.
         producer = AIOKafkaProducer(**producer_options(
-            self.settings, transactional_id=self.transactional_id if transactional else None))
+            self.settings, transactional_id=self.transactional_id if transactional else None,
+            retry_backoff_ms=self.settings.transaction_retry_backoff_ms))
         consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.group_id))
         try:
             # Starting the transactional producer fences an earlier instance with the same id and

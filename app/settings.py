@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 # Limits that only make sense above zero.
 _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s",
-             "processor_batch_size_max", "processor_batch_wait_ms", "consumer_fetch_wait_max_ms",
+             "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_instances",
@@ -90,6 +90,9 @@ class Settings:
     fault_kill_after_sends: int = 0
     # Most commands taken from Kafka into one decide/write batch.
     processor_batch_size_max: int = 2000
+    # The processor's back-off before retrying a transaction request the broker is not ready for
+    # (CONCURRENT_TRANSACTIONS right after a commit): a few ms, not aiokafka's 100.
+    transaction_retry_backoff_ms: int = 5
     # Longest wait for a batch to fill before it is processed anyway.
     processor_batch_wait_ms: int = 20
     # Longest time the broker holds a fetch open waiting for new committed data. aiokafka's default (500)
