@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.settings import REPO_ROOT, Settings
+from bench.processes import stop as stop_processes
 
 # The per-key rate limit is not what this measures: raise it beyond any load a run can make.
 RATE_LIMIT_ENV = {"WALLET_RATE_LIMIT_PER_S": "1000000", "WALLET_RATE_LIMIT_BURST": "1000000"}
@@ -113,17 +114,6 @@ def _wait_worker_ready(proc: subprocess.Popen, log_path: Path) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the worker was not ready within {SERVER_READY_TIMEOUT_S:.0f} s; see {log_path}")
         time.sleep(0.2)
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _http_status(url: str) -> int | None:
@@ -405,7 +395,7 @@ def run(base: Settings, wallets: int, connections: int, read_seconds: float, war
                 raise RuntimeError(f"the {name} process exited during the run; see {logs[name]}")
         return result
     finally:
-        _stop(list(procs.values()))
+        stop_processes(list(procs.values()))
 
 
 def _print(result: dict) -> None:

@@ -33,6 +33,7 @@ from app.domain import commands as c
 from app.kafka import consumer_options, producer_options
 from app.settings import REPO_ROOT, Settings
 from app.topics import create_topics
+from bench.processes import stop as stop_processes
 
 SETUP_TIMEOUT_S = 600
 DRAIN_TIMEOUT_S = 900
@@ -146,16 +147,6 @@ def _spawn(module_args: list[str], settings: Settings, log_name: str) -> subproc
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def _measure_processor(settings: Settings, instances: int, wallets: list[str],
                              commands: list[c.CommandBase], registry: SchemaRegistry) -> dict:
     create_topics(settings)
@@ -175,14 +166,14 @@ async def _measure_processor(settings: Settings, instances: int, wallets: list[s
     try:
         await _produce(settings, codec, setup)
         await _drain(settings, settings.events_topic, events, "fund-", len(wallets), SETUP_TIMEOUT_S, procs)
-        _stop(procs)
+        stop_processes(procs)
         # The timed backlog: produced while no processor runs, then drained from a cold start.
         await _produce(settings, codec, commands)
         procs = start()
         tally = await _drain(settings, settings.events_topic, events, "bc-", len(commands), DRAIN_TIMEOUT_S, procs)
         latencies = await _latency(settings, codec, wallets)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     span_s = max(0.001, (tally.last_ms - tally.first_ms) / 1000)
     return {"commands": len(commands), "legs": tally.legs, "span_s": span_s,
             "commands_per_s": len(commands) / span_s, "outcomes_per_s": (len(commands) + tally.legs) / span_s,
@@ -242,7 +233,7 @@ async def _measure_raw(settings: Settings, instances: int, commands: list[c.Comm
         tally = await _drain(settings, settings.events_topic, EventCodec(registry, settings.events_topic), "bc-",
                              len(commands), DRAIN_TIMEOUT_S, procs)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     span_s = max(0.001, (tally.last_ms - tally.first_ms) / 1000)
     return {"raw_loop_per_s": len(commands) / span_s, "raw_span_s": span_s}
 
