@@ -6,6 +6,7 @@ Idempotent by key: ledger entries by `(wallet_id, version)` and outcomes by `com
 
 from __future__ import annotations
 
+import operator
 import re
 
 import pymysql
@@ -92,12 +93,18 @@ def _literal(value: object) -> str:
     raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
+_INT_TYPES = frozenset({int, bool})
+
+
 class MultiRowStatement:
     """`INSERT ... VALUES (...), (...) [ON DUPLICATE KEY UPDATE ...]` rendered as text in few statements.
 
     Why not `executemany`: the driver escapes every value through a generic per-type dispatch, which cost
     half of the sink's time at 20,000 events/s (profiled; docs/BENCHMARKS.md, Sink). The rows here hold
-    only str, int and None, so rendering them directly is about 4x cheaper, with the driver's escaping."""
+    only str, int and None, so they are rendered here, with the driver's escaping, a column at a time:
+    a NOT NULL integer column is checked to hold ints only, a NOT NULL text column to hold str only and
+    is escaped only when one of its values needs it (one regex scan per column), and each row is then
+    one `%` format in C. A batch that breaks the column types is rendered value by value (`_literal`)."""
 
     def __init__(self, statement, table) -> None:
         from sqlalchemy.dialects import mysql
@@ -109,34 +116,66 @@ class MultiRowStatement:
         self.head = head + " VALUES "
         self.tail = rest.split(")", 1)[1]
         self.columns = [column.name for column in table.columns]
+        # Per column: int (NOT NULL integer), str (NOT NULL text) or None (nullable: any literal).
+        self.kinds = [None if column.nullable else column.type.python_type for column in table.columns]
+        if not set(self.kinds) <= {int, str, None}:
+            raise ValueError(f"{table.name} has a column type the sink cannot render")
+        self.template = "(" + ",".join({int: "%d", str: "'%s'", None: "%s"}[kind] for kind in self.kinds) + ")"
+        self._values = operator.itemgetter(*self.columns)
 
     def render(self, rows: list[dict]) -> list[str]:
+        """Statements for `rows` (dicts by column name)."""
+        return self.render_values(list(map(self._values, rows)))
+
+    def render_values(self, rows: list[tuple]) -> list[str]:
+        """Statements for `rows` (tuples in the table's column order)."""
+        if not rows:
+            return []
+        columns: list = list(zip(*rows))
+        for index, kind in enumerate(self.kinds):
+            column = columns[index]
+            if kind is int:
+                if not set(map(type, column)) <= _INT_TYPES:
+                    return self._render_value_by_value(rows)
+            elif kind is str:
+                try:
+                    joined = ",".join(column)
+                except TypeError:  # a value that is not a str
+                    return self._render_value_by_value(rows)
+                if _NEEDS_ESCAPE.search(joined) is not None:
+                    columns[index] = [value.translate(_ESCAPES) for value in column]
+            else:
+                columns[index] = ["NULL" if value is None else _literal(value) for value in column]
+        template = self.template
+        return self._statements([template % row for row in zip(*columns)])
+
+    def _render_value_by_value(self, rows: list[tuple]) -> list[str]:
+        return self._statements(["(" + ",".join(map(_literal, row)) + ")" for row in rows])
+
+    def _statements(self, rendered: list[str]) -> list[str]:
+        room = STATEMENT_BYTES_MAX - len(self.head) - len(self.tail)
+        if sum(map(len, rendered)) + len(rendered) <= room:
+            return [self.head + ",".join(rendered) + self.tail]
         statements: list[str] = []
         chunk: list[str] = []
         size = 0
-        columns = self.columns
-        for row in rows:
-            # _literal inlined: this line runs ~25 times per event (the sink's hottest loop).
-            values = "(" + ",".join([
-                "NULL" if value is None else str(value) if value.__class__ is int
-                else "'" + value + "'" if value.__class__ is str and _NEEDS_ESCAPE.search(value) is None
-                else _literal(value)
-                for value in map(row.__getitem__, columns)]) + ")"
-            chunk.append(values)
-            size += len(values) + 1
-            if size >= STATEMENT_BYTES_MAX:
+        for values in rendered:
+            if chunk and size + len(values) + 1 > room:
                 statements.append(self.head + ",".join(chunk) + self.tail)
                 chunk, size = [], 0
-        if chunk:
-            statements.append(self.head + ",".join(chunk) + self.tail)
+            chunk.append(values)
+            size += len(values) + 1
+        statements.append(self.head + ",".join(chunk) + self.tail)
         return statements
 
 
 # One round trip carries at most this much SQL: several statements joined with ";" (the driver connects
 # with CLIENT_MULTI_STATEMENTS), well below MariaDB's max_allowed_packet of 16 MiB.
 ROUND_TRIP_BYTES_MAX = 2 * STATEMENT_BYTES_MAX
-# Batches written at once, each in a transaction on a connection of its own (see MySqlWriter).
+# Batches written at once by default, each in a transaction on a connection of its own (see MySqlWriter;
+# Settings.sink_writes_in_flight_max sets it).
 WRITES_IN_FLIGHT_MAX = 2
+_WALLET_ID = operator.attrgetter("wallet_id")
 
 
 def join_round_trips(statements: list[str]) -> list[str]:
@@ -160,19 +199,22 @@ class MySqlWriter:
 
     A batch's statements go to the server in as few round trips as fit (usually one), its COMMIT
     included, so the server works through the whole transaction without waiting on this process.
-    Two batches may be written at once (`writes_in_flight_max`), on two connections: their rows commute
-    (INSERT IGNORE by key, upserts guarded by version and status), rows are sorted by key within each
-    statement so concurrent transactions lock in one order, and a deadlock or lock wait timeout is a
-    StoreUnavailable the projection retries."""
+    Two batches may be written at once (`writes_in_flight_max`), on two connections, when they have no
+    wallet in common (the projection sees to that: a wallet row's owner, currency and status depend on
+    the order of its events). Their other rows commute: ledger entries and outcomes are INSERT IGNOREd by
+    key, and a transfer's status only moves away from pending, whichever leg comes first. Rows are
+    sorted by key within each statement so concurrent transactions lock in one order; a deadlock or a
+    lock wait timeout all the same is a StoreUnavailable that the projection retries."""
 
-    writes_in_flight_max = WRITES_IN_FLIGHT_MAX
-
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes_in_flight_max: int = WRITES_IN_FLIGHT_MAX) -> None:
         self.engine = engine
+        self.writes_in_flight_max = writes_in_flight_max
         self._wallet_upsert = MultiRowStatement(_wallet_upsert(), wallets)
         self._transfer_upsert = MultiRowStatement(_transfer_upsert(), transfers)
         self._ledger_insert = MultiRowStatement(insert(ledger_entries).prefix_with("IGNORE"), ledger_entries)
         self._outcome_insert = MultiRowStatement(insert(command_outcomes).prefix_with("IGNORE"), command_outcomes)
+        # A wallet row is its WalletView's fields in the table's column order.
+        self._wallet_values = operator.attrgetter(*self._wallet_upsert.columns)
 
     async def __call__(self, items: list[ProjectedEvent]) -> None:
         await self.execute(self.prepare(items))
@@ -186,16 +228,11 @@ class MySqlWriter:
                           key=lambda row: row["command_id"])
         transfer_rows = sorted((row for row in map(transfer_row, events) if row is not None),
                                key=lambda row: row["transfer_id"])
-        wallet_rows = [
-            {"wallet_id": v.wallet_id, "owner_id": v.owner_id, "currency": v.currency,
-             "status": v.status, "balance_minor": v.balance_minor, "available_minor": v.available_minor,
-             "held_minor": v.held_minor, "version": v.version, "last_hash": v.last_hash,
-             "updated_at_ms": v.updated_at_ms}
-            for v in sorted(fold_wallets(events).values(), key=lambda view: view.wallet_id)
-        ]
+        views = sorted(fold_wallets(events).values(), key=_WALLET_ID)
         return join_round_trips(
             self._ledger_insert.render(ledger) + self._outcome_insert.render(outcomes)
-            + self._transfer_upsert.render(transfer_rows) + self._wallet_upsert.render(wallet_rows))
+            + self._transfer_upsert.render(transfer_rows)
+            + self._wallet_upsert.render_values(list(map(self._wallet_values, views))))
 
     async def execute(self, texts: list[str]) -> None:
         """Run prepared texts (their last statement is the COMMIT); StoreUnavailable on a connection
@@ -215,7 +252,7 @@ class MySqlWriter:
 
 
 async def create_writer(settings: Settings) -> MySqlWriter:
-    return MySqlWriter(make_engine(settings.mysql_dsn))
+    return MySqlWriter(make_engine(settings.mysql_dsn), settings.sink_writes_in_flight_max)
 
 
 # Each poll of the replica's status is bounded by this (the poll must not hang the sinks role).

@@ -1,8 +1,9 @@
 """The at-least-once loop every projection of `wallet.events` shares (MySQL sink, Redis sink).
 
 Per batch: decode, hand the events to the store writer, and commit the Kafka offsets only after the
-store committed. A store fault is retried with capped exponential backoff while the consumer holds its
-position (it fetches nothing new), so an outage delays the projection and loses nothing; the writers are
+store committed (in log order, also when a writer has more than one batch in flight). A store fault is
+retried with capped exponential backoff while the consumer holds its position (it fetches nothing beyond
+the batches already in flight), so an outage delays the projection and loses nothing; the writers are
 idempotent, so a batch written twice (crash between store commit and offset commit) changes nothing.
 """
 
@@ -14,6 +15,7 @@ import os
 import signal
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -45,6 +47,17 @@ class ProjectedEvent:
 Writer = Callable[[list[ProjectedEvent]], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class _Write:
+    """A batch whose store write is in flight."""
+
+    task: asyncio.Task
+    offsets: dict  # TopicPartition -> next offset, committed once this and every earlier write finished
+    items: list[ProjectedEvent]
+    started: float  # time.perf_counter() seconds
+    wallet_ids: frozenset[str]
+
+
 class StoreUnavailable(Exception):
     """A read-model store (MySQL, Redis) refused or dropped a write; the sink retries."""
 
@@ -52,6 +65,19 @@ class StoreUnavailable(Exception):
 async def run_projection(settings: Settings, sink: str, write: Writer, *, registry: SchemaRegistry,
                          ready: asyncio.Event | None = None) -> None:
     """Project `wallet.events` through `write` until cancelled. Consumer group `<app_id>-<sink>-sink`."""
+    prepare = getattr(write, "prepare", None)
+    execute = getattr(write, "execute", write) if prepare is not None else write
+    # Batches are written while the next ones are fetched, decoded and prepared, so the store's work
+    # overlaps with this process's CPU work (docs/BENCHMARKS.md, Sink). A writer whose writes of
+    # *different wallets* commute (rows by key, transfers guarded by status) may ask for more than one
+    # write in flight, each in a store transaction of its own. A wallet's own rows are not order-free (its
+    # owner, currency and status come from its older events), so a batch starts only when no write in
+    # flight has a wallet in common with it: each wallet's events still reach the store in log order.
+    # Offsets are committed in log order too: a batch's only after its own write and every earlier
+    # batch's write finished. At most `writes_in_flight_max` batches are read ahead.
+    writes_in_flight_max = getattr(write, "writes_in_flight_max", 1)
+    if not 1 <= writes_in_flight_max <= WRITES_IN_FLIGHT_LIMIT:
+        raise ValueError(f"writes_in_flight_max {writes_in_flight_max} is not within 1..{WRITES_IN_FLIGHT_LIMIT}")
     log = logging.getLogger(f"wallet.sink.{sink}")
     codec = EventCodec(registry, settings.events_topic)
     consumer = AIOKafkaConsumer(settings.events_topic,
@@ -60,34 +86,34 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
     if ready is not None:
         ready.set()
     writes = 0
-    prepare = getattr(write, "prepare", None)
-    execute = getattr(write, "execute", write) if prepare is not None else write
-    # Batches are written while the next ones are fetched, decoded and prepared, so the store's work
-    # overlaps with this process's CPU work (docs/BENCHMARKS.md, Sink). A writer whose writes commute
-    # (idempotent, version-guarded rows) may ask for more than one write in flight, each in a store
-    # transaction of its own. Offsets are committed in log order all the same: a batch's only after its
-    # own write and every earlier batch's write finished. At most that many batches are read ahead.
-    writes_in_flight_max = getattr(write, "writes_in_flight_max", 1)
-    if not 1 <= writes_in_flight_max <= WRITES_IN_FLIGHT_LIMIT:
-        raise ValueError(f"writes_in_flight_max {writes_in_flight_max} is not within 1..{WRITES_IN_FLIGHT_LIMIT}")
-    in_flight: deque[tuple[asyncio.Task, dict, list[ProjectedEvent], float]] = deque()
+    in_flight: deque[_Write] = deque()  # oldest first
+    loop = asyncio.get_running_loop()
+    decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{sink}-sink-decode")
 
-    def decode(batch: dict) -> tuple[list[ProjectedEvent], Any]:
+    def decode(batch: dict) -> tuple[list[ProjectedEvent], Any, frozenset[str]]:
         items = [
             ProjectedEvent(codec.decode(record.value), dict(record.headers or ()).get(
                 FINGERPRINT_HEADER, b"").decode(), tp.partition, record.offset)
             for tp, records in batch.items() for record in records
         ]
         # A writer with `prepare` (CPU: rows, SQL) and `execute` (I/O) gets its batch prepared here.
-        return items, prepare(items) if items and prepare is not None else items
+        prepared = prepare(items) if items and prepare is not None else items
+        return items, prepared, frozenset(item.event.wallet_id for item in items)
 
-    async def finish(write_task: asyncio.Task, offsets: dict, items: list[ProjectedEvent], started: float) -> None:
+    def must_wait(wallet_ids: frozenset[str] | None) -> bool:
+        """Whether the oldest write in flight must finish before a batch of `wallet_ids` (None: no batch)
+        may start: the pipeline is full, a wallet is in both, or the oldest is done (commit its offsets)."""
+        return (wallet_ids is None or len(in_flight) >= writes_in_flight_max or in_flight[0].task.done()
+                or any(not wallet_ids.isdisjoint(write.wallet_ids) for write in in_flight))
+
+    async def finish(write: _Write) -> None:
         nonlocal writes
-        await write_task
+        items, offsets = write.items, write.offsets
+        await write.task
         writes += 1
         if writes == (settings.fault_sink_kill_after_writes or -1):
             os.kill(os.getpid(), signal.SIGKILL)  # failpoint: store committed, offsets not
-        metrics.sink_batch_seconds.labels(sink).observe(time.perf_counter() - started)
+        metrics.sink_batch_seconds.labels(sink).observe(time.perf_counter() - write.started)
         metrics.sink_events_total.labels(sink).inc(len(items))
         newest_ms = max(item.event.timestamp_ms for item in items)
         metrics.sink_lag_seconds.labels(sink).set(max(0.0, time.time() - newest_ms / 1000))
@@ -108,22 +134,24 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
         while True:
             batch = await consumer.getmany(timeout_ms=settings.sink_batch_wait_ms,
                                            max_records=settings.sink_batch_size_max)
-            # Decoding and preparing are CPU work (most of this process's time): in a worker thread, so
-            # the event loop keeps feeding the writes in flight their statements and reading their
-            # results (it gets the GIL back within the interpreter's switch interval, 5 ms).
-            items, prepared = await asyncio.to_thread(decode, batch) if batch else ([], None)
-            # Oldest first: a full pipeline, an idle topic (nothing left to overlap with) or a write that
-            # has finished frees its slot and commits its offsets.
-            while in_flight and (len(in_flight) >= writes_in_flight_max or not items or in_flight[0][0].done()):
-                await finish(*in_flight.popleft())
+            # Decoding and preparing are CPU work (most of this process's time): on a thread of their
+            # own, so the event loop keeps feeding the writes in flight their statements and reading
+            # their results (it gets the GIL back within the interpreter's switch interval, 5 ms).
+            items, prepared, wallet_ids = (await loop.run_in_executor(decoder, decode, batch) if batch
+                                           else ([], None, None))
+            # Oldest first, so offsets move in log order; an idle topic (no batch) finishes them all.
+            while in_flight and must_wait(wallet_ids):
+                await finish(in_flight.popleft())
             if items:
-                offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                in_flight.append((asyncio.create_task(_write_with_retry(execute, prepared, settings, sink, log)),
-                                  offsets, items, time.perf_counter()))
+                in_flight.append(_Write(
+                    asyncio.create_task(_write_with_retry(execute, prepared, settings, sink, log)),
+                    {tp: records[-1].offset + 1 for tp, records in batch.items()}, items, time.perf_counter(),
+                    wallet_ids))
     finally:
-        for write_task, *_ in in_flight:
-            write_task.cancel()
-        await asyncio.gather(*(write_task for write_task, *_ in in_flight), return_exceptions=True)
+        for write in in_flight:
+            write.task.cancel()
+        await asyncio.gather(*(write.task for write in in_flight), return_exceptions=True)
+        decoder.shutdown(wait=False, cancel_futures=True)
         await consumer.stop()
 
 

@@ -6,9 +6,10 @@ the local replica does not apply `bench_*`, so it does not compete for the cores
    the topic (no processor): per wallet an opening, then deposits, withdrawals, holds, transfers and
    rejections with consistent versions and balances.
 2. Sink: the production projection loop (`agents.projection.run_projection` with `MySqlWriter`: one DB
-   transaction per batch, multi-row INSERT IGNORE, version-guarded upserts, offsets committed after the
-   DB commit) catches up from offset 0. events/s = N / (time until the group's committed offsets reach
-   the end of every partition).
+   transaction per batch, multi-row INSERT IGNORE, version-guarded upserts, up to two batches without a
+   wallet in common written at once, offsets committed in log order after the DB commits) catches up
+   from offset 0. events/s = N / (time until the group's committed offsets reach the end of every
+   partition).
 3. Naive: the same decoded events, each written in its own DB transaction (the same statements), on the
    first `--naive-events` (default 20,000) only: it is too slow to run to a million. Its rate is
    extrapolated to N, and the table says so.
