@@ -61,13 +61,13 @@ async def _gate(request: web.Request, command: c.CommandBase) -> None:
 
     409 when the key already belongs to a command for another wallet. The processor remembers command ids
     per partition, so it sees a key reused for the same wallet (and answers conflict or the first outcome)
-    but not one reused for a wallet on another partition. The claim in Redis (atomic SET NX, kept for the
-    retention window) closes that gap; without Redis the MySQL primary's outcomes are checked instead (not
+    but not one reused for a wallet on another partition. The claim in Redis (atomic SET NX, kept for
+    `http_redis_key_ttl_s`) closes that gap; without Redis the MySQL primary's outcomes are checked instead (not
     atomic, but it catches every settled command).
     """
     keyed = request.get(IDEMPOTENCY_KEY) is not None
     claim = {"claim_key": CLAIM_KEY_PREFIX + command.command_id, "claim_value": command.wallet_id,
-             "claim_ttl_s": request.app[SETTINGS].command_retention_s} if keyed else {}
+             "claim_ttl_s": request.app[SETTINGS].http_redis_key_ttl_s} if keyed else {}
     passage = await pass_gate(request, **claim)
     if not keyed:
         return
@@ -148,7 +148,7 @@ async def _pending(request: web.Request, command_id: str) -> web.Response:
     settings = request.app[SETTINGS]
     try:
         await asyncio.wait_for(request.app[REDIS].set(PENDING_KEY_PREFIX + command_id, "1",
-                                                      ex=settings.command_retention_s), STORE_TIMEOUT_S)
+                                                      ex=settings.http_redis_key_ttl_s), STORE_TIMEOUT_S)
     except (RedisError, OSError, asyncio.TimeoutError):
         pass  # the outcome still lands in MySQL; until then /v1/commands answers 404
     location = f"/v1/commands/{command_id}"
