@@ -40,7 +40,7 @@ http_command_results_total = Counter(
     "invalid, unavailable (503).", ["result"])
 
 V = validation
-# Redis key claiming an Idempotency-Key for one wallet (see `_claim_key`).
+# Redis key claiming an Idempotency-Key for one wallet (see `_gate`).
 CLAIM_KEY_PREFIX = "idempotency:"
 IDEMPOTENCY_KEY = web.RequestKey("idempotency_key", object)
 
