@@ -163,7 +163,7 @@ def run(settings: Settings) -> int:
         while not stopping and all(child.poll() is None for child in children):
             if not announced and _answers(f"{base}/healthz") and _answers(worker_metrics):
                 announced = True
-                print(f"\nwallet is running:\n  API        {base}  (metrics {base}/metrics)", flush=True)
+                print(f"\nwallet is running:\n  API        {base}  (docs {base}/docs, metrics {base}/metrics)", flush=True)
                 print(f"  worker     metrics {worker_metrics}")
                 print(f"  Prometheus http://127.0.0.1:{settings.prometheus_port}  (alerts: docs/OPERATIONS.md)")
                 if dev_key:
