@@ -99,14 +99,18 @@ async def from_table(app: web.Application, wallet_id: str, min_version: int = 0)
         raise StoreDown("table") from exc
 
 
-async def from_mysql(app: web.Application, wallet_id: str) -> dict[str, Any] | None:
-    query = select(wallets).where(wallets.c.wallet_id == wallet_id)
+async def primary_row(app: web.Application, query) -> dict[str, Any] | None:
+    """The first row of `query` on the MySQL primary (None when there is none); StoreDown when it fails."""
     try:
         async with app[MYSQL_PRIMARY].connect() as conn:
             row = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().first()
     except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
         raise StoreDown("mysql") from exc
     return None if row is None else dict(row)
+
+
+async def from_mysql(app: web.Application, wallet_id: str) -> dict[str, Any] | None:
+    return await primary_row(app, select(wallets).where(wallets.c.wallet_id == wallet_id))
 
 
 async def locate(app: web.Application, wallet_id: str, *, strong: bool = False, min_version: int = 0,
@@ -248,19 +252,17 @@ async def get_entries(request: web.Request) -> web.Response:
                               "next_cursor": next_cursor})
 
 
-async def _primary_row(request: web.Request, query) -> dict[str, Any] | None:
+async def _status_row(request: web.Request, query) -> dict[str, Any] | None:
     try:
-        async with request.app[MYSQL_PRIMARY].connect() as conn:
-            row = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().first()
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError):
+        return await primary_row(request.app, query)
+    except StoreDown:
         raise unavailable("MySQL") from None
-    return None if row is None else dict(row)
 
 
 async def get_transfer(request: web.Request) -> web.Response:
     await authorize(request, READ)
     transfer_id = validation.path_id(request, "transfer_id", PUBLIC_COMMAND_ID_RE, "INVALID_TRANSFER_ID")
-    row = await _primary_row(request, select(transfers).where(transfers.c.transfer_id == transfer_id))
+    row = await _status_row(request, select(transfers).where(transfers.c.transfer_id == transfer_id))
     if row is None:
         raise ProblemError(404, "TRANSFER_NOT_FOUND", "Unknown transfer", f"no transfer {transfer_id}")
     return web.json_response(render.transfer(row))
@@ -269,7 +271,7 @@ async def get_transfer(request: web.Request) -> web.Response:
 async def get_command(request: web.Request) -> web.Response:
     await authorize(request, READ)
     command_id = validation.path_id(request, "command_id", PUBLIC_COMMAND_ID_RE, "INVALID_COMMAND_ID")
-    row = await _primary_row(request, select(command_outcomes).where(command_outcomes.c.command_id == command_id))
+    row = await _status_row(request, select(command_outcomes).where(command_outcomes.c.command_id == command_id))
     if row is not None:
         return web.json_response(render.command_outcome(row))
     try:

@@ -17,7 +17,6 @@ from aiohttp import web
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.domain import commands as c
 from app.domain.limits import Limits
@@ -28,9 +27,10 @@ from app.replies import REPLY_CONFLICT, REPLY_INVALID
 from web import render, validation
 from web.access import ADMIN, WRITE, authorize, pass_gate
 from web.commands import GatewayBusy, GatewayUnavailable
-from web.context import GATEWAY, MYSQL_PRIMARY, REDIS, SETTINGS
+from web.context import GATEWAY, REDIS, SETTINGS
 from web.problems import ProblemError
-from web.reads import PENDING_KEY_PREFIX, STORE_TIMEOUT_S, path_wallet_id, remember_currency, wallet_currency
+from web.reads import (PENDING_KEY_PREFIX, STORE_TIMEOUT_S, StoreDown, path_wallet_id, primary_row,
+                        remember_currency, wallet_currency)
 
 log = logging.getLogger("wallet.web.writes")
 
@@ -81,10 +81,10 @@ async def _gate(request: web.Request, command: c.CommandBase) -> None:
 async def _outcome_wallet(request: web.Request, command_id: str) -> str | None:
     query = select(command_outcomes.c.wallet_id).where(command_outcomes.c.command_id == command_id)
     try:
-        async with request.app[MYSQL_PRIMARY].connect() as conn:
-            return (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).scalar()
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError):
+        row = await primary_row(request.app, query)
+    except StoreDown:
         return None  # neither store answers: the processor's per-partition check is what is left
+    return None if row is None else row["wallet_id"]
 
 
 def _now_ms() -> int:
