@@ -19,7 +19,7 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_instances",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
-             "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "http_redis_key_ttl_s", "wallet_cache_size_max")
+             "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
 
 class SettingsError(ValueError):
@@ -134,10 +134,6 @@ class Settings:
     # Hold lifetime when a request names none, and the longest one accepted (30 days).
     hold_expires_in_s_default: int = 7 * 24 * 3600
     hold_expires_in_s_max: int = 30 * 24 * 3600
-    # How long the API's own Redis keys live: Idempotency-Key claims (a key reused for another wallet is
-    # caught within it; for the same wallet the processor catches it for command_retention_s) and the
-    # "pending" markers of writes answered 202. Redis holds one small key per keyed write for this long.
-    http_redis_key_ttl_s: int = 24 * 3600
     # Connections one web process keeps to Redis; a request beyond them waits for a free one.
     redis_connections_max: int = 64
     # Bound of one strong read from the owning processor's table (min_version waits count in it).

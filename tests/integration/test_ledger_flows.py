@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import pytest
 
+from app import identity
 from app.codec import HEADER
 from app.domain import commands as c
 from app.domain import events as e
@@ -135,7 +136,7 @@ async def test_holds_capture_partially_release_and_expire(settings, ledger):
     released = await wait_outcome(ledger, wallet_id, release.command_id)
     assert isinstance(released, e.HoldReleased) and released.held_after_minor == 1_000
 
-    expired = await wait_outcome(ledger, wallet_id, c.expiry_command_id(wallet_id, "h2"))
+    expired = await wait_outcome(ledger, wallet_id, identity.expiry_command_id(wallet_id, place[2].command_id))
     assert isinstance(expired, e.HoldReleased) and expired.reason == "EXPIRED"
     assert (expired.held_after_minor, expired.available_after_minor) == (0, 9_600)
 
@@ -196,7 +197,7 @@ async def test_credit_legs_are_accepted_on_the_internal_topic(settings, ledger):
     wallet_id = new_id()
     await ledger.send(open_cmd(wallet_id))
     await _last_open(ledger, wallet_id)
-    leg = c.TransferCredit(command_id=c.credit_command_id("t-internal-" + wallet_id), wallet_id=wallet_id,
+    leg = c.TransferCredit(command_id=identity.credit_command_id("src", "t-internal-" + wallet_id), wallet_id=wallet_id,
                            timestamp_ms=now_ms(), transfer_id="t-internal-" + wallet_id, source_wallet_id="src",
                            amount_minor=300, currency="EUR")
     await ledger.send(leg, topic=settings.transfer_legs_topic)
