@@ -122,7 +122,7 @@ class Processor:
         self.transactional_id = f"{settings.app_id}-processor-{instance}"
         self.stores: dict[int, PartitionStore] = {}
         self._hold_expiry = HoldExpiry()
-        self._retention = RetentionSweep(settings.command_retention_s)
+        self._retention = RetentionSweep(settings.command_retention_s, settings.retention_sweep_interval_s)
         self._last_now_ms = 0
         self.ready = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}

@@ -20,6 +20,10 @@ commands_forwarded_total = Counter(
     "wallet_commands_forwarded_total",
     "Commands that arrived on a partition that is not their wallet's and were forwarded to it, by topic.",
     ["topic"])
+retention_sweeps_total = Counter(
+    "wallet_retention_sweeps_total", "Sweeps of command ids older than command_retention_s (processor clock).")
+command_ids_forgotten_total = Counter(
+    "wallet_command_ids_forgotten_total", "Command ids forgotten by the retention sweep.")
 dlq_messages_total = Counter(
     "wallet_dlq_messages_total", "Messages sent to the DLQ, by reason code.", ["reason"])
 processor_batch_size = Histogram(
