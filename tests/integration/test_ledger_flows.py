@@ -77,7 +77,7 @@ async def test_transfer_between_wallets_on_different_partitions_completes(settin
     await _last_open(ledger, destination)
     await ledger.send(move)
 
-    credited = await wait_outcome(ledger, destination, c.credit_command_id(move.command_id))
+    credited = await wait_outcome(ledger, destination, identity.credit_command_id(source, move.command_id))
     assert isinstance(credited, e.TransferCredited)
     assert (credited.amount_minor, credited.balance_after_minor, credited.source_wallet_id) == (2_500, 2_500, source)
     debited = await wait_outcome(ledger, source, move.command_id)
@@ -110,13 +110,13 @@ async def test_transfer_to_a_wallet_that_refuses_it_is_refunded_to_the_source(se
     move = transfer(source, destination, 1_200)
     await ledger.send(move)
 
-    refunded = await wait_outcome(ledger, source, c.refund_command_id(move.command_id))
+    refunded = await wait_outcome(ledger, source, identity.refund_command_id(source, move.command_id))
     assert isinstance(refunded, e.TransferRefunded)
     assert refunded.balance_after_minor == 5_000
     expected_code = {"frozen": "WALLET_FROZEN", "closed": "WALLET_CLOSED", "missing": "WALLET_NOT_FOUND",
                      "other_currency": "CURRENCY_MISMATCH"}[trouble]
     assert refunded.reason_code == expected_code
-    refused = await wait_outcome(ledger, destination, c.credit_command_id(move.command_id))
+    refused = await wait_outcome(ledger, destination, identity.credit_command_id(source, move.command_id))
     assert isinstance(refused, e.TransferCreditRejected) and refused.code == expected_code
 
 
@@ -175,18 +175,21 @@ async def test_poison_goes_to_the_dlq_with_a_reason_and_good_commands_around_it_
     await ledger.send_raw(key, HEADER.pack(0, 987_654) + b"\x02")
     await ledger.send_raw(key, ledger.commands.encode(forged_credit))
     await ledger.send_raw(other_key.encode(), ledger.commands.encode(deposit(wallet_id, 5)))
-    await ledger.send_raw(key, ledger.commands.encode(deposit(wallet_id, 5)),
+    misrouted = deposit(wallet_id, 5)  # not poison: forwarded to the wallet's partition
+    await ledger.send_raw(key, ledger.commands.encode(misrouted),
                           partition=(partition_for(key, settings.partitions) + 1) % settings.partitions)
     await ledger.send_raw(None, b"")
     await ledger.send(good[2])
 
-    last = await wait_outcome(ledger, wallet_id, good[2].command_id)
-    assert last.balance_after_minor == 300
+    await wait_outcome(ledger, wallet_id, good[2].command_id)
+    forwarded = await wait_outcome(ledger, wallet_id, misrouted.command_id)
+    assert isinstance(forwarded, e.Deposited)
+    assert (await outcomes(ledger, wallet_id))[wallet_id][-1].balance_after_minor == 305
     records = await read_topic(settings, settings.dlq_topic)
     mine = [r for r in records if r.key in (key, other_key.encode(), None)]
     codes = sorted(code for code, _ in dlq_reasons(mine))
     assert codes == sorted(["UNDECODABLE", "BAD_MAGIC_BYTE", "UNKNOWN_SCHEMA", "INTERNAL_KIND_REFUSED",
-                            "KEY_MISMATCH", "WRONG_PARTITION", "TRUNCATED"])
+                            "KEY_MISMATCH", "TRUNCATED"])
     for record in mine:
         headers = dict(record.headers)
         assert headers["source.topic"].decode() == settings.commands_topic
