@@ -4,8 +4,10 @@ One processor instance owns a fixed set of partitions (`p % instances == instanc
 co-partitioned topics `wallet.commands` and `wallet.transfer-legs`. Per batch it runs one Kafka
 transaction that holds, atomically:
 - the outcome event of every command (to `wallet.events`, same partition as the command),
-- the transfer legs those outcomes call for (credit for a `TransferDebited`, refund for a
-  `TransferCreditRejected`) and the hold-expiry releases (to `wallet.transfer-legs`),
+- the transfer legs those outcomes call for (agents/transfer_relay.py) and the hold-expiry releases
+  (agents/hold_expiry.py), to `wallet.transfer-legs`,
+- commands that arrived on a partition that is not their wallet's, forwarded to their wallet's partition
+  in the order they arrived (agents/routing.py),
 - poison messages (to `wallet.commands.dlq`, with the reason in headers),
 - the consumed offsets of both input topics.
 The transactional id is `<app_id>-processor-<instance>`: a restarted instance fences its predecessor,
@@ -15,8 +17,9 @@ State lives in `tables.wallet_store.PartitionStore` (RocksDB) and is written onl
 Its changelog is the event log itself (see the store's docstring); at start-up each store is caught
 up from `wallet.events`.
 
-Per batch the work is: decode, validate, dedupe, decide/evolve in memory, then one send per output and
-one RocksDB write batch per partition: no per-command store round trip, one write per touched wallet.
+Per batch the work is: decode, validate, dedupe, decide/evolve in memory (agents/deciding.py), then one send
+per output and one RocksDB write batch per partition: no per-command store round trip, one write per
+touched wallet. Decisions use the processor's clock, never the producer's `timestamp_ms` (app/identity.py).
 """
 
 from __future__ import annotations
@@ -33,30 +36,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app import metrics
 from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
-from app.domain import commands as c
 from app.domain import events as e
-from app.domain.ledger import decide_and_evolve, evolve
 from app.domain.limits import Limits
-from app.intake import DUPLICATE_COMMAND_CONFLICT, FINGERPRINT_HEADER, accept, fingerprint
+from app.intake import DUPLICATE_COMMAND_CONFLICT, FINGERPRINT_HEADER, accept
 from app.replies import (REPLY_CONFLICT, REPLY_DECIDED, REPLY_DUPLICATE, REPLY_INVALID, REPLY_RESULT_HEADER,
                          REPLY_TOKEN_HEADER, reply_address)
 from app.kafka import RecordBatches, consumer_options, partition_for, producer_options
 from app.settings import Settings
 from app.topics import check_partitions
+from agents.deciding import decide_command
+from agents.gauges import publish_gauges
+from agents.hold_expiry import HoldExpiry
+from agents.restore import restore
+from agents.retention import RetentionSweep
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
-
-WRONG_PARTITION = "WRONG_PARTITION"
-# How often the hold-expiry timer looks for due holds, and how many releases one look may publish.
-EXPIRY_SCAN_INTERVAL_S = 1.0
-EXPIRY_RELEASES_PER_SCAN_MAX = 1000
-# How often seen command ids older than the retention window are forgotten, and how many per sweep.
-RETENTION_SWEEP_INTERVAL_S = 60.0
-RETENTION_SWEEP_COMMANDS_MAX = 10_000
-# Events replayed between two store writes while catching a store up at start-up.
-RESTORE_WRITE_EVERY = 5000
-RESTORE_FETCH_WAIT_MS = 100
 
 
 class _AtLeastOnce:
@@ -94,19 +89,6 @@ class _AtLeastOnce:
             await self._consumer.commit(self._offsets)
 
 
-def gauge_deltas(event: e.EventBase) -> tuple[int, int]:
-    """(money in transit change in minor units, open holds change) that `event` makes in its partition."""
-    if isinstance(event, e.TransferDebited):
-        return event.amount_minor, 0
-    if isinstance(event, (e.TransferCredited, e.TransferRefunded)):
-        return -event.amount_minor, 0
-    if isinstance(event, e.HoldPlaced):
-        return 0, 1
-    if isinstance(event, (e.HoldCaptured, e.HoldReleased)):
-        return 0, -1
-    return 0, 0
-
-
 def owned_partitions(partitions: int, instance: int, instances: int) -> list[int]:
     if not 0 <= instance < instances:
         raise ValueError(f"instance {instance} is not in 0..{instances - 1}")
@@ -139,9 +121,9 @@ class Processor:
         self.group_id = f"{settings.app_id}-processor"
         self.transactional_id = f"{settings.app_id}-processor-{instance}"
         self.stores: dict[int, PartitionStore] = {}
-        self._expiry_requested: set[tuple[str, str]] = set()
-        self._next_expiry_scan = 0.0
-        self._next_retention_sweep = 0.0
+        self._hold_expiry = HoldExpiry()
+        self._retention = RetentionSweep(settings.command_retention_s, settings.retention_sweep_interval_s)
+        self._last_now_ms = 0
         self.ready = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
         self._sends_total = 0
@@ -154,6 +136,11 @@ class Processor:
     def _announce_applied(self) -> None:
         self._applied.set()
         self._applied = asyncio.Event()
+
+    def _now_ms(self) -> int:
+        """The processor's clock (ms since epoch), never behind a time it already decided at."""
+        self._last_now_ms = max(self._last_now_ms, int(time.time() * 1000))
+        return self._last_now_ms
 
     # ------------------------------------------------------------ lifecycle
 
@@ -192,16 +179,21 @@ class Processor:
         batch_max = self.settings.processor_batch_size_max
         while True:
             batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
-            releases = self._due_releases()
-            self._maybe_sweep_retention()
+            now_ms, monotonic_s = self._now_ms(), time.monotonic()
+            releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)
+            metrics.holds_expired_total.inc(len(releases))
+            self._retention.maybe_sweep(self.stores.values(), now_ms, monotonic_s)
             if batch or releases:
-                await self._process(producer, batch, releases)
+                sends = [_Send(self.settings.transfer_legs_topic, release.wallet_id.encode(),
+                               self.legs.encode(release), None, []) for release in releases]
+                await self._process(producer, batch, sends)
             self._report_lag(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
 
     # ------------------------------------------------------------ one batch, one transaction
 
     async def _process(self, producer: AIOKafkaProducer, batch: dict, releases: list[_Send]) -> None:
         started = time.perf_counter()
+        now_ms = self._now_ms()
         sends: list[_Send] = list(releases)
         decided: list[int] = []  # command timestamps, for the end-to-end latency
         outcomes: Tally = Tally()
@@ -212,7 +204,7 @@ class Processor:
             public = tp.topic == self.settings.commands_topic
             codec = self.commands if public else self.legs
             for record in records:
-                self._decide_one(store, codec, tp, record, public, sends, decided, outcomes)
+                self._decide_one(store, codec, tp, record, public, now_ms, sends, decided, outcomes)
             offsets[tp] = records[-1].offset + 1
             size += len(records)
         decide_done = time.perf_counter()
@@ -240,7 +232,7 @@ class Processor:
         for store in self.stores.values():
             store.apply()
         self._announce_applied()
-        self._publish_gauges()
+        publish_gauges(self.stores.items())
 
         now_ms = time.time() * 1000
         for timestamp_ms in decided:
@@ -251,26 +243,20 @@ class Processor:
         metrics.processor_decide_seconds.observe(decide_done - started)
         metrics.processor_batch_seconds.observe(time.perf_counter() - started)
 
-    def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record,
-                    public: bool, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
+    def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,
+                    now_ms: int, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
         command = None
         reply_to = reply_address(record.headers, self.settings.reply_partitions) if public else None
         try:
             command = accept(codec, record.key, record.value, public=public)
-            if partition_for(record.key, self.settings.partitions) != tp.partition:
-                raise CodecError(WRONG_PARTITION, "the key does not hash (murmur2) to this partition; "
-                                                  "producers must use the murmur2 partitioner")
-            digest = fingerprint(command)
-            seen = store.seen_command(command.command_id)
-            if seen is not None:
-                if seen.split(":", 1)[1] == digest:
-                    metrics.commands_duplicate_total.inc()
-                    if reply_to is not None:
-                        sends.append(self._reply(reply_to, command.command_id, REPLY_DUPLICATE,
-                                                 store.first_outcome(command.command_id)))
-                    return
-                raise CodecError(DUPLICATE_COMMAND_CONFLICT,
-                                 f"command id {command.command_id} was used before with another body")
+            home = partition_for(command.wallet_id.encode(), self.settings.partitions)
+            if home != tp.partition:
+                # Any partitioner upstream: the command goes to its wallet's partition, in arrival order.
+                metrics.commands_forwarded_total.labels(tp.topic).inc()
+                sends.append(_Send(tp.topic, command.wallet_id.encode(), record.value, home,
+                                   list(record.headers or ())))
+                return
+            decision = decide_command(store, command, now_ms, self.limits, self.events.encode)
         except CodecError as error:
             sends.append(self._dlq(tp, record, error, command))
             if reply_to is not None:
@@ -279,23 +265,22 @@ class Processor:
                                          None, [("error.code", error.code.encode()),
                                                 ("error.detail", error.detail.encode())]))
             return
-        before = store.wallet(command.wallet_id)
-        events, after = decide_and_evolve(before, command, command.timestamp_ms, self.limits)
-        headers = [(FINGERPRINT_HEADER, digest.encode())]
-        key = record.key
-        for event in events:
-            value = self.events.encode(event)
-            store.track(event, *gauge_deltas(event))
+        if decision.duplicate:
+            metrics.commands_duplicate_total.inc()
+            if reply_to is not None:
+                sends.append(self._reply(reply_to, command.command_id, REPLY_DUPLICATE, decision.first_outcome))
+            return
+        headers = [(FINGERPRINT_HEADER, decision.digest.encode())]
+        key = command.wallet_id.encode()
+        for event, value in zip(decision.events, decision.values):
             sends.append(_Send(self.settings.events_topic, key, value, tp.partition, headers))
-            leg = self._leg_for(event)
-            if leg is not None:
-                sends.append(_Send(self.settings.transfer_legs_topic, leg.wallet_id.encode(),
-                                   self.legs.encode(leg), None, []))
             outcome = event.code if isinstance(event, (e.CommandRejected, e.TransferCreditRejected)) else "applied"
             outcomes[(type(command).__name__, outcome)] += 1
-        store.stage(before, after, command.command_id, command.timestamp_ms, digest, value)
+        for leg in decision.legs:
+            sends.append(_Send(self.settings.transfer_legs_topic, leg.wallet_id.encode(), self.legs.encode(leg),
+                               None, []))
         if reply_to is not None:
-            sends.append(self._reply(reply_to, command.command_id, REPLY_DECIDED, value))
+            sends.append(self._reply(reply_to, command.command_id, REPLY_DECIDED, decision.values[-1]))
         decided.append(command.timestamp_ms)
 
     def _reply(self, reply_to: tuple[int, bytes], command_id: str, result: str, outcome: bytes | None,
@@ -312,23 +297,7 @@ class Processor:
         log.warning("failpoint: killing the processor mid-batch")
         os.kill(os.getpid(), signal.SIGKILL)
 
-    @staticmethod
-    def _leg_for(event: e.EventBase) -> c.CommandBase | None:
-        """The transfer leg an outcome calls for (the relay, inside the same transaction)."""
-        if isinstance(event, e.TransferDebited):
-            return c.TransferCredit(
-                command_id=c.credit_command_id(event.transfer_id), wallet_id=event.destination_wallet_id,
-                timestamp_ms=event.timestamp_ms, transfer_id=event.transfer_id, source_wallet_id=event.wallet_id,
-                amount_minor=event.amount_minor, currency=event.currency)
-        if isinstance(event, e.TransferCreditRejected):
-            return c.TransferRefund(
-                command_id=c.refund_command_id(event.transfer_id), wallet_id=event.source_wallet_id,
-                timestamp_ms=event.timestamp_ms, transfer_id=event.transfer_id,
-                destination_wallet_id=event.wallet_id, amount_minor=event.amount_minor,
-                currency=event.currency, reason_code=event.code)
-        return None
-
-    def _dlq(self, tp: TopicPartition, record, error: CodecError, command: c.CommandBase | None) -> _Send:
+    def _dlq(self, tp: TopicPartition, record, error: CodecError, command) -> _Send:
         metrics.dlq_messages_total.labels(error.code).inc()
         log.warning("poison message to DLQ", extra={
             "reason": error.code, "topic": tp.topic, "partition": tp.partition, "offset": record.offset,
@@ -338,46 +307,6 @@ class Processor:
                    ("source.topic", tp.topic.encode()), ("source.partition", str(tp.partition).encode()),
                    ("source.offset", str(record.offset).encode())]
         return _Send(self.settings.dlq_topic, record.key, record.value, None, headers)
-
-    # ------------------------------------------------------------ timers
-
-    def _due_releases(self) -> list[_Send]:
-        """Release commands for holds past their expiry (at-least-once; the processor dedupes them)."""
-        now = time.monotonic()
-        if now < self._next_expiry_scan:
-            return []
-        self._next_expiry_scan = now + EXPIRY_SCAN_INTERVAL_S
-        now_ms = int(time.time() * 1000)
-        releases = []
-        for store in self.stores.values():
-            for wallet_id, hold_id in store.due_holds(now_ms, EXPIRY_RELEASES_PER_SCAN_MAX):
-                if (wallet_id, hold_id) in self._expiry_requested:
-                    continue
-                self._expiry_requested.add((wallet_id, hold_id))
-                command = c.ReleaseHold(command_id=c.expiry_command_id(wallet_id, hold_id), wallet_id=wallet_id,
-                                        timestamp_ms=now_ms, hold_id=hold_id, reason="EXPIRED")
-                releases.append(_Send(self.settings.transfer_legs_topic, wallet_id.encode(),
-                                      self.legs.encode(command), None, []))
-        metrics.holds_expired_total.inc(len(releases))
-        if len(self._expiry_requested) > 100 * EXPIRY_RELEASES_PER_SCAN_MAX:
-            self._expiry_requested.clear()  # bounded memory; a repeat release is deduplicated
-        return releases
-
-    def _maybe_sweep_retention(self) -> None:
-        now = time.monotonic()
-        if now < self._next_retention_sweep:
-            return
-        self._next_retention_sweep = now + RETENTION_SWEEP_INTERVAL_S
-        before_ms = int(time.time() * 1000) - self.settings.command_retention_s * 1000
-        for store in self.stores.values():
-            store.expire_commands(before_ms, RETENTION_SWEEP_COMMANDS_MAX)
-
-    def _publish_gauges(self) -> None:
-        for partition, store in self.stores.items():
-            figures = store.gauges()
-            for currency, amount_minor in figures["in_transit"].items():
-                metrics.money_in_transit_minor.labels(str(partition), currency).set(amount_minor)
-            metrics.holds_open.labels(str(partition)).set(figures["holds_open"])
 
     def _report_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Lag = last stable offset seen by the last fetch minus our next offset, per partition."""
@@ -394,41 +323,8 @@ class Processor:
         await consumer.start()
         try:
             for partition, store in self.stores.items():
-                await self._restore(consumer, partition, store)
-            self._publish_gauges()
+                await restore(consumer, self.settings.events_topic, self.events, partition, store,
+                              self.settings.command_retention_s)
+            publish_gauges(self.stores.items())
         finally:
             await consumer.stop()
-
-    async def _restore(self, consumer: AIOKafkaConsumer, partition: int, store: PartitionStore) -> None:
-        """Replay `wallet.events` of one partition from the store's marker to the end."""
-        tp = TopicPartition(self.settings.events_topic, partition)
-        consumer.assign([tp])
-        start = store.events_offset
-        end = (await consumer.end_offsets([tp]))[tp]
-        if start >= end:
-            return
-        consumer.seek(tp, start)
-        retention_start_ms = int(time.time() * 1000) - self.settings.command_retention_s * 1000
-        replayed = 0
-        t0 = time.perf_counter()
-        while await consumer.position(tp) < end:
-            # A short wait: the last offsets before `end` may be transaction markers, which yield no record.
-            batch = await consumer.getmany(tp, timeout_ms=RESTORE_FETCH_WAIT_MS, max_records=RESTORE_WRITE_EVERY)
-            for record in batch.get(tp, []):
-                event = self.events.decode(record.value)
-                before = store.wallet(event.wallet_id)
-                after = evolve(before, event)
-                headers = dict(record.headers or ())
-                if event.timestamp_ms >= retention_start_ms:
-                    store.stage(before, after, event.command_id, event.timestamp_ms,
-                                headers.get(FINGERPRINT_HEADER, b"").decode(), record.value)
-                elif after is not None and after is not before:
-                    store.stage(before, after, event.command_id, event.timestamp_ms, "")
-                    store.changes.commands.pop(event.command_id, None)
-                    store.changes.outcomes.pop(event.command_id, None)
-                store.track(event, *gauge_deltas(event))
-                store.changes.events_offset = record.offset + 1
-                replayed += 1
-            store.apply()
-        log.info("store restored", extra={"partition": partition, "events": replayed,
-                                          "seconds": round(time.perf_counter() - t0, 3)})

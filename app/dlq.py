@@ -161,7 +161,7 @@ def _target_partition(settings: Settings, letter: DeadLetter) -> int | None:
     copartitioned = {settings.commands_topic, settings.transfer_legs_topic}
     if letter.source_topic in copartitioned and letter.key is not None:
         return partition_for(letter.key, settings.partitions)
-    return None  # no key: the producer picks; the processor will refuse it again (KEY_MISMATCH)
+    return None  # no key: the producer picks; the processor routes it by its body's wallet_id
 
 
 async def replay(settings: Settings, positions: list[str] | None, dry_run: bool, out) -> int:

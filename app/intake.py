@@ -10,19 +10,18 @@ from __future__ import annotations
 import hashlib
 import re
 
+from app import identity
 from app.codec import CodecError, CommandCodec
 from app.domain import commands as c
+from app.identity import PUBLIC_COMMAND_ID_RE  # noqa: F401  (re-exported: the web validates with it)
 
-WALLET_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Command ids are chosen by producers (UUIDs, Idempotency-Keys) or derived: `<transfer_id>:credit`
-# adds 7 characters and `<wallet_id>:<hold_id>:expire` is at most 136, so the internal topic allows 160.
-PUBLIC_COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-INTERNAL_COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,160}")
+WALLET_ID_RE = re.compile(identity.WALLET_ID_PATTERN)
 HOLD_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 TEXT_LENGTH_MAX = 1024  # reference, description, owner id, reasons
 
-# DLQ reason codes set here (the codec adds TRUNCATED, BAD_MAGIC_BYTE, UNKNOWN_SCHEMA, UNDECODABLE).
+# DLQ reason codes set here (the codec adds TRUNCATED, BAD_MAGIC_BYTE, UNKNOWN_SCHEMA, UNDECODABLE; command
+# identity adds RESERVED_COMMAND_ID and INTERNAL_ID_MISMATCH, app/identity.py).
 INVALID_FIELD = "INVALID_FIELD"
 KEY_MISMATCH = "KEY_MISMATCH"
 INTERNAL_KIND_REFUSED = "INTERNAL_KIND_REFUSED"
@@ -57,10 +56,9 @@ def validate(command: c.CommandBase, key: bytes | None, *, public: bool) -> None
         raise CodecError(INTERNAL_KIND_REFUSED,
                          f"{type(command).__name__} is internal and refused on the public topic")
     _check(WALLET_ID_RE.fullmatch(command.wallet_id) is not None, "wallet_id must match [A-Za-z0-9_-]{1,64}")
-    id_re = PUBLIC_COMMAND_ID_RE if public else INTERNAL_COMMAND_ID_RE
-    _check(id_re.fullmatch(command.command_id) is not None, f"command_id must match {id_re.pattern}")
-    if key is None or key != command.wallet_id.encode():
-        raise CodecError(KEY_MISMATCH, "the Kafka key must be the wallet_id")
+    if key is not None and key != command.wallet_id.encode():
+        raise CodecError(KEY_MISMATCH, "the Kafka key must be the wallet_id (or absent: then the body's "
+                                       "wallet_id routes the command)")
     _check(0 <= command.timestamp_ms < 2**53, "timestamp_ms out of range")
     for name in ("destination_wallet_id", "source_wallet_id"):
         value = getattr(command, name, None)
@@ -76,6 +74,26 @@ def validate(command: c.CommandBase, key: bytes | None, *, public: bool) -> None
         value = getattr(command, name, None)
         if value is not None:
             _check(len(value) <= TEXT_LENGTH_MAX, f"{name} longer than {TEXT_LENGTH_MAX} characters")
+    try:
+        if public:
+            identity.check_public(command.command_id)
+        else:
+            _check_internal_id(command)
+    except identity.IdentityRefused as refused:
+        raise CodecError(refused.code, refused.detail) from None
+
+
+def _check_internal_id(command: c.CommandBase) -> None:
+    """The internal topic carries only the processor's own commands, each under the id of its cause."""
+    if isinstance(command, c.TransferCredit):
+        identity.check_internal(command.command_id, identity.CREDIT, command.source_wallet_id, command.transfer_id)
+    elif isinstance(command, c.TransferRefund):
+        identity.check_internal(command.command_id, identity.REFUND, command.wallet_id, command.transfer_id)
+    elif isinstance(command, c.ReleaseHold):
+        identity.check_internal(command.command_id, identity.EXPIRE, command.wallet_id)
+    else:
+        raise identity.IdentityRefused(identity.INTERNAL_ID_MISMATCH,
+                                       f"{type(command).__name__} is not an internal command")
 
 
 def accept(codec: CommandCodec, key: bytes | None, value: bytes | None, *, public: bool) -> c.CommandBase:

@@ -16,6 +16,14 @@ commands_total = Counter(
     ["kind", "outcome"])
 commands_duplicate_total = Counter(
     "wallet_commands_duplicate_total", "Commands skipped because their command id already has an outcome.")
+commands_forwarded_total = Counter(
+    "wallet_commands_forwarded_total",
+    "Commands that arrived on a partition that is not their wallet's and were forwarded to it, by topic.",
+    ["topic"])
+retention_sweeps_total = Counter(
+    "wallet_retention_sweeps_total", "Sweeps of command ids older than command_retention_s (processor clock).")
+command_ids_forgotten_total = Counter(
+    "wallet_command_ids_forgotten_total", "Command ids forgotten by the retention sweep.")
 dlq_messages_total = Counter(
     "wallet_dlq_messages_total", "Messages sent to the DLQ, by reason code.", ["reason"])
 processor_batch_size = Histogram(
@@ -51,7 +59,7 @@ holds_open = Gauge("wallet_holds_open", "Open holds, per partition.", ["partitio
 # message is an increase Prometheus can see (a counter series born at 1 has no increase) and the dashboard
 # shows every reason. Codes not listed here still count: they appear when first used.
 DLQ_REASONS = ("TRUNCATED", "BAD_MAGIC_BYTE", "UNKNOWN_SCHEMA", "UNDECODABLE", "INVALID_FIELD", "KEY_MISMATCH",
-               "INTERNAL_KIND_REFUSED", "WRONG_PARTITION", "DUPLICATE_COMMAND")
+               "INTERNAL_KIND_REFUSED", "RESERVED_COMMAND_ID", "INTERNAL_ID_MISMATCH", "DUPLICATE_COMMAND")
 for _reason in DLQ_REASONS:
     dlq_messages_total.labels(_reason)
 mysql_replica_lag_seconds = Gauge(

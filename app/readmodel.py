@@ -33,7 +33,7 @@ ledger_entries = Table(
     "ledger_entries", metadata,
     Column("wallet_id", String(64), primary_key=True),
     Column("version", BigInteger, primary_key=True, autoincrement=False),
-    Column("command_id", String(160), nullable=False),
+    Column("command_id", String(255), nullable=False),
     Column("kind", String(32), nullable=False),
     # Signed change of the balance in minor units (0 for holds, freezes).
     Column("amount_minor", BigInteger, nullable=False),
@@ -42,7 +42,7 @@ ledger_entries = Table(
     Column("available_after_minor", BigInteger, nullable=False),
     Column("held_after_minor", BigInteger, nullable=False),
     Column("counterparty_wallet_id", String(64), nullable=True),
-    Column("transfer_id", String(160), nullable=True),
+    Column("transfer_id", String(255), nullable=True),
     Column("hold_id", String(64), nullable=True),
     Column("reference", String(1024), nullable=False, server_default=""),
     Column("hash", String(64), nullable=False),
@@ -52,7 +52,7 @@ ledger_entries = Table(
 
 transfers = Table(
     "transfers", metadata,
-    Column("transfer_id", String(160), primary_key=True),
+    Column("transfer_id", String(255), primary_key=True),
     Column("source_wallet_id", String(64), nullable=False),
     Column("destination_wallet_id", String(64), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
@@ -66,7 +66,7 @@ transfers = Table(
 
 command_outcomes = Table(
     "command_outcomes", metadata,
-    Column("command_id", String(160), primary_key=True),
+    Column("command_id", String(255), primary_key=True),
     Column("wallet_id", String(64), nullable=False),
     Column("event_kind", String(32), nullable=False),
     Column("outcome", String(16), nullable=False),  # applied | rejected

@@ -13,13 +13,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 # Limits that only make sense above zero.
-_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s",
+_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_instances",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
-             "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "http_redis_key_ttl_s", "wallet_cache_size_max")
+             "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
 
 class SettingsError(ValueError):
@@ -78,8 +78,11 @@ class Settings:
     amount_max_major: int = 1_000_000
     # Open holds per wallet; bounds the size of a wallet's state record.
     holds_open_max: int = 100
-    # How long a command id is remembered; a repeat inside it returns the first outcome.
+    # How long a command id is remembered, from when the processor first decided it (its clock, not the
+    # producer's): a repeat inside it returns the first outcome. HTTP Idempotency-Key claims live as long.
     command_retention_s: int = 7 * 24 * 3600
+    # How often the processor forgets command ids older than command_retention_s (bounded per sweep).
+    retention_sweep_interval_s: int = 60
 
     # --- processor ---
     # "exactly_once" (transactions; the default and the only production setting) or "at_least_once"
@@ -134,10 +137,6 @@ class Settings:
     # Hold lifetime when a request names none, and the longest one accepted (30 days).
     hold_expires_in_s_default: int = 7 * 24 * 3600
     hold_expires_in_s_max: int = 30 * 24 * 3600
-    # How long the API's own Redis keys live: Idempotency-Key claims (a key reused for another wallet is
-    # caught within it; for the same wallet the processor catches it for command_retention_s) and the
-    # "pending" markers of writes answered 202. Redis holds one small key per keyed write for this long.
-    http_redis_key_ttl_s: int = 24 * 3600
     # Connections one web process keeps to Redis; a request beyond them waits for a free one.
     redis_connections_max: int = 64
     # Bound of one strong read from the owning processor's table (min_version waits count in it).

@@ -2,11 +2,15 @@
 
 What is stored (bytes keys, raw mode):
 - `w/<wallet_id>`                       the wallet's state (JSON of `WalletState`)
-- `c/<command_id>`                      a seen command: `<timestamp_ms>:<fingerprint>`, then `\n` and the Avro bytes
-                                        of its outcome event (the first answer, repeated to a retry over
-                                        HTTP), kept for the retention window
-- `x/<timestamp_ms:019d>/<command_id>`  expiry index of the seen commands
-- `h/<expires_at_ms:019d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index)
+- `c/<command_id>`                      a seen command: `<decided_at_ms>:<fingerprint>`, then `\n` and the Avro
+                                        bytes of its outcome event (the first answer, repeated to a retry over
+                                        HTTP), kept for the retention window. `decided_at_ms` is the
+                                        processor's clock when it first decided the command (the outcome
+                                        event's `timestamp_ms`), never the producer's timestamp
+- `x/<decided_at_ms:019d>/<command_id>` expiry index of the seen commands
+- `h/<expires_at_ms:019d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index); the
+                                        value is the id of the command that placed the hold, so each
+                                        placement of a hold id gets its own expiry release
   (19 digits: every non-negative Avro long sorts in numeric order)
 - `m/events_offset`                     next offset of this partition of `wallet.events` reflected here
 - `m/gauges`                            business figures of this partition, folded from its events:
@@ -62,11 +66,11 @@ class BatchChanges:
     """What one processed batch changes in one partition's store; applied after the commit."""
 
     wallets: dict[str, WalletState] = field(default_factory=dict)
-    commands: dict[str, str] = field(default_factory=dict)  # command_id -> "<timestamp_ms>:<fingerprint>"
+    commands: dict[str, str] = field(default_factory=dict)  # command_id -> "<decided_at_ms>:<fingerprint>"
     outcomes: dict[str, bytes] = field(default_factory=dict)  # command_id -> its outcome event (wire bytes)
     # Ordered (put?, key) operations on the hold index: order matters when one batch places,
     # captures and places again a hold of the same id.
-    hold_ops: list[tuple[bool, bytes]] = field(default_factory=list)
+    hold_ops: list[tuple[bool, bytes, bytes]] = field(default_factory=list)  # (put?, key, placing command id)
     commands_expired: list[tuple[bytes, bytes]] = field(default_factory=list)
     events_offset: int | None = None
     gauges: dict | None = None  # the partition's figures after the batch, when it changed them
@@ -116,7 +120,7 @@ class PartitionStore:
         self._cache[state.wallet_id] = state
 
     def seen_command(self, command_id: str) -> str | None:
-        """`"<timestamp_ms>:<fingerprint>"` of a command already decided, or None."""
+        """`"<decided_at_ms>:<fingerprint>"` of a command already decided, or None."""
         found = self.changes.commands.get(command_id)
         if found is not None:
             return found
@@ -141,12 +145,16 @@ class PartitionStore:
     # ------------------------------------------------------------ staging
 
     def stage(self, before: WalletState | None, after: WalletState | None, command_id: str,
-              timestamp_ms: int, fingerprint: str, outcome: bytes = b"") -> None:
+              decided_at_ms: int, fingerprint: str, outcome: bytes = b"") -> None:
         """Record one decided command: its seen-marker with its outcome event (wire bytes) and the
-        wallet's new state (if it changed)."""
-        self.changes.commands[command_id] = f"{timestamp_ms}:{fingerprint}"
+        wallet's new state (if it changed). `decided_at_ms` is the processor's clock at the decision."""
+        self.stage_wallet(before, after, command_id)
+        self.changes.commands[command_id] = f"{decided_at_ms}:{fingerprint}"
         if outcome:
             self.changes.outcomes[command_id] = outcome
+
+    def stage_wallet(self, before: WalletState | None, after: WalletState | None, command_id: str) -> None:
+        """Record the wallet's new state (if it changed) and its hold index; `command_id` caused the change."""
         if after is None or after is before:
             return
         self.changes.wallets[after.wallet_id] = after
@@ -154,10 +162,11 @@ class PartitionStore:
         after_holds = {h.hold_id for h in after.holds}
         for hold in after.holds:
             if hold.hold_id not in before_holds:
-                self.changes.hold_ops.append((True, _hold_key(after.wallet_id, hold.hold_id, hold.expires_at_ms)))
+                self.changes.hold_ops.append(
+                    (True, _hold_key(after.wallet_id, hold.hold_id, hold.expires_at_ms), command_id.encode()))
         for hold_id, hold in before_holds.items():
             if hold_id not in after_holds:
-                self.changes.hold_ops.append((False, _hold_key(after.wallet_id, hold_id, hold.expires_at_ms)))
+                self.changes.hold_ops.append((False, _hold_key(after.wallet_id, hold_id, hold.expires_at_ms), b""))
 
     def gauges(self) -> dict:
         """{"in_transit": {currency: minor units}, "holds_open": count} after the staged batch."""
@@ -197,9 +206,9 @@ class PartitionStore:
         for command_id, seen in changes.commands.items():
             batch.put(b"c/" + command_id.encode(), seen.encode() + b"\n" + changes.outcomes.get(command_id, b""))
             batch.put(f"x/{int(seen.split(':', 1)[0]):019d}/{command_id}".encode(), b"")
-        for put, key in changes.hold_ops:
+        for put, key, placed_by in changes.hold_ops:
             if put:
-                batch.put(key, b"")
+                batch.put(key, placed_by)
             else:
                 batch.delete(key)
         if changes.events_offset is not None:
@@ -210,20 +219,22 @@ class PartitionStore:
 
     # ------------------------------------------------------------ scans (bounded)
 
-    def due_holds(self, now_ms: int, limit: int) -> Iterator[tuple[str, str]]:
-        """(wallet_id, hold_id) of open holds with expires_at_ms <= now_ms, oldest first, at most `limit`."""
+    def due_holds(self, now_ms: int, limit: int) -> Iterator[tuple[str, str, str]]:
+        """(wallet_id, hold_id, placing command id) of open holds with expires_at_ms <= now_ms, oldest first,
+        at most `limit`."""
         count = 0
-        for key in self._db.keys(from_key=b"h/"):
+        for key, placed_by in self._db.items(from_key=b"h/"):
             if not key.startswith(b"h/") or count >= limit:
                 return
             _, expires, wallet_id, hold_id = key.decode().split("/", 3)
             if int(expires) > now_ms:
                 return
             count += 1
-            yield wallet_id, hold_id
+            yield wallet_id, hold_id, placed_by.decode()
 
     def expire_commands(self, before_ms: int, limit: int) -> int:
-        """Stage the removal of seen-command markers older than `before_ms`; at most `limit`."""
+        """Stage the removal of seen-command markers first decided before `before_ms` (processor clock); at
+        most `limit`."""
         count = 0
         for key in self._db.keys(from_key=b"x/"):
             if not key.startswith(b"x/") or count >= limit:

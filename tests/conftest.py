@@ -6,6 +6,9 @@ import pytest
 
 from app.settings import Settings
 
+# A topic just created is listed by the broker's metadata within moments, even on a loaded machine.
+TOPICS_VISIBLE_TIMEOUT_S = 30.0
+
 
 def _needs_stack(items) -> bool:
     return any("tests/integration" in str(item.fspath) or "tests/system" in str(item.fspath) for item in items)
@@ -36,8 +39,15 @@ def stack(request, base_settings: Settings):
 
 def prepare_topics(settings: Settings) -> Settings:
     """Create the isolated topics of `settings` and check them (what `wallet init` does)."""
-    from app.topics import check_partitions, create_topics
+    from app.topics import TopicMissing, check_partitions, create_topics
+    from tests.harness import wait_for
 
     create_topics(settings)
-    check_partitions(settings)
+
+    def visible() -> bool:  # the broker's metadata cache may publish new topics a moment later
+        try:
+            return bool(check_partitions(settings))
+        except TopicMissing:
+            return False
+    wait_for(visible, TOPICS_VISIBLE_TIMEOUT_S, "the new topics in the broker's metadata", interval_s=0.2)
     return settings

@@ -11,6 +11,8 @@ import hmac
 from dataclasses import dataclass
 
 SCOPES = frozenset({"wallets:read", "wallets:write", "admin"})
+# Hex digits of a key's SHA-256 that name it in logs, rate limits and scoped command ids.
+KEY_ID_LENGTH = 8
 
 
 class ApiKeysInvalid(ValueError):
@@ -19,7 +21,7 @@ class ApiKeysInvalid(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    key_id: str  # first 8 hex digits of the key's digest: safe to log
+    key_id: str  # first KEY_ID_LENGTH hex digits of the key's digest: safe to log
     scopes: frozenset[str]
 
 
@@ -39,7 +41,11 @@ class ApiKeys:
             digest = _digest(key)
             if any(known == digest for known, _ in self._keys):
                 raise ApiKeysInvalid(f"entry {len(self._keys) + 1} of WALLET_API_KEYS repeats an earlier key")
-            self._keys.append((digest, Principal(digest.hex()[:8], scopes)))
+            # The key id scopes Idempotency-Keys (app/identity.py): two keys must never share one.
+            if any(known.hex()[:KEY_ID_LENGTH] == digest.hex()[:KEY_ID_LENGTH] for known, _ in self._keys):
+                raise ApiKeysInvalid(f"entry {len(self._keys) + 1} of WALLET_API_KEYS shares its key id with an "
+                                     "earlier key; pick another key")
+            self._keys.append((digest, Principal(digest.hex()[:KEY_ID_LENGTH], scopes)))
 
     def __len__(self) -> int:
         return len(self._keys)

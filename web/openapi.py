@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from app import identity
 from app.domain.money import CURRENCY_EXPONENTS
 from app.intake import CURRENCY_RE, HOLD_ID_RE, PUBLIC_COMMAND_ID_RE, TEXT_LENGTH_MAX, WALLET_ID_RE
 from app.settings import Settings
@@ -251,9 +252,13 @@ def _components(settings: Settings) -> dict:
         "HoldId": {"name": "hold_id", "in": "path", "required": True,
                    "schema": {"type": "string", "pattern": HOLD_ID_PATTERN}},
         "IdempotencyKey": {
-            "name": "Idempotency-Key", "in": "header", "required": False, "schema": _schema("CommandId"),
-            "description": "Becomes the command id. The same key with the same body returns the first response; "
-                           "with another body it is a 409.",
+            "name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {"type": "string", "pattern": f"^{identity.IDEMPOTENCY_KEY_RE.pattern}$",
+                       "example": "order-4711:pay"},
+            "description": "Scoped by your API key, it names the command (`command_id` is `<key_id>.<key>`). The "
+                           "same key with the same body returns the first response for as long as the ledger "
+                           "remembers the command (`command_retention_s`, 7 days by default); with another body "
+                           "it is a 409. Keys starting with `~` are reserved (400 `RESERVED_COMMAND_ID`).",
         },
         "WaitMs": {
             "name": "wait_ms", "in": "query", "required": False,

@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from app import identity
 from app.domain.money import UnknownCurrency, currency_exponent
-from app.intake import HOLD_ID_RE, PUBLIC_COMMAND_ID_RE, TEXT_LENGTH_MAX, WALLET_ID_RE
+from app.intake import HOLD_ID_RE, TEXT_LENGTH_MAX, WALLET_ID_RE
 from web.amounts import AmountInvalid, parse_amount
 from web.problems import ProblemError
 
@@ -195,6 +196,9 @@ def path_id(request: web.Request, name: str, regex: re.Pattern[str], code: str) 
 
 def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and PUBLIC_COMMAND_ID_RE.fullmatch(key) is None:
-        raise invalid(f"Idempotency-Key must match {PUBLIC_COMMAND_ID_RE.pattern}", "INVALID_IDEMPOTENCY_KEY")
+    if key is not None and identity.is_reserved(key):
+        raise invalid(f"Idempotency-Keys starting with {identity.RESERVED_PREFIX!r} are reserved for the ledger's "
+                      "own commands", identity.RESERVED_COMMAND_ID)
+    if key is not None and identity.IDEMPOTENCY_KEY_RE.fullmatch(key) is None:
+        raise invalid(f"Idempotency-Key must match {identity.IDEMPOTENCY_KEY_RE.pattern}", "INVALID_IDEMPOTENCY_KEY")
     return key

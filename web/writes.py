@@ -1,6 +1,7 @@
 """Write routes: each validates the request, publishes one command and answers with its outcome.
 
-The command id is the `Idempotency-Key` (or a random UUID). Ids derived from it (a new wallet's id when
+The command id is the `Idempotency-Key` scoped by the caller's API key (`<key_id>.<key>`, app/identity.py), or
+a random UUID. Ids derived from it (a new wallet's id when
 the body names none, a hold's id) are deterministic, so a retry of the same request is the same command
 and the processor answers it with the first outcome; another body under the same key is a conflict.
 """
@@ -18,6 +19,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from app import identity
 from app.domain import commands as c
 from app.domain.limits import Limits
 from app.domain.money import AMOUNT_MINOR_MAX
@@ -25,7 +27,7 @@ from app.intake import HOLD_ID_RE
 from app.readmodel import command_outcomes
 from app.replies import REPLY_CONFLICT, REPLY_INVALID
 from web import render, validation
-from web.access import ADMIN, WRITE, authorize, pass_gate
+from web.access import ADMIN, PRINCIPAL, WRITE, authorize, pass_gate
 from web.commands import GatewayBusy, GatewayUnavailable
 from web.context import GATEWAY, REDIS, SETTINGS
 from web.problems import ProblemError
@@ -51,9 +53,12 @@ def _derived_id(prefix: str, command_id: str) -> str:
 
 
 def _command_id(request: web.Request) -> str:
+    """The command id: the Idempotency-Key scoped by the caller's API key (app/identity.py), or a random id."""
     key = V.idempotency_key(request)
     request[IDEMPOTENCY_KEY] = key
-    return key or uuid.uuid4().hex
+    if key is None:
+        return uuid.uuid4().hex
+    return identity.http_command_id(request[PRINCIPAL].key_id, key)
 
 
 async def _gate(request: web.Request, command: c.CommandBase) -> None:
@@ -61,13 +66,14 @@ async def _gate(request: web.Request, command: c.CommandBase) -> None:
 
     409 when the key already belongs to a command for another wallet. The processor remembers command ids
     per partition, so it sees a key reused for the same wallet (and answers conflict or the first outcome)
-    but not one reused for a wallet on another partition. The claim in Redis (atomic SET NX, kept for
-    `http_redis_key_ttl_s`) closes that gap; without Redis the MySQL primary's outcomes are checked instead (not
-    atomic, but it catches every settled command).
+    but not one reused for a wallet on another partition. The claim in Redis (atomic SET NX) closes that gap;
+    it lives `command_retention_s`, exactly as long as the processor remembers the command, so there is no
+    window where one forgets what the other still knows. Without Redis the MySQL primary's outcomes are
+    checked instead (not atomic, but it catches every settled command).
     """
     keyed = request.get(IDEMPOTENCY_KEY) is not None
     claim = {"claim_key": CLAIM_KEY_PREFIX + command.command_id, "claim_value": command.wallet_id,
-             "claim_ttl_s": request.app[SETTINGS].http_redis_key_ttl_s} if keyed else {}
+             "claim_ttl_s": request.app[SETTINGS].command_retention_s} if keyed else {}
     passage = await pass_gate(request, **claim)
     if not keyed:
         return
@@ -148,7 +154,7 @@ async def _pending(request: web.Request, command_id: str) -> web.Response:
     settings = request.app[SETTINGS]
     try:
         await asyncio.wait_for(request.app[REDIS].set(PENDING_KEY_PREFIX + command_id, "1",
-                                                      ex=settings.http_redis_key_ttl_s), STORE_TIMEOUT_S)
+                                                      ex=settings.command_retention_s), STORE_TIMEOUT_S)
     except (RedisError, OSError, asyncio.TimeoutError):
         pass  # the outcome still lands in MySQL; until then /v1/commands answers 404
     location = f"/v1/commands/{command_id}"

@@ -82,7 +82,7 @@ class Transfer(CommandBase):
 class TransferCredit(CommandBase):
     """Internal: the credit leg of transfer `transfer_id`, addressed to the destination (`wallet_id`).
 
-    Published by the transfer relay with `command_id = credit_command_id(transfer_id)`.
+    Published by the transfer relay under the id `app.identity.credit_command_id` gives.
     """
 
     transfer_id: str
@@ -95,7 +95,7 @@ class TransferCredit(CommandBase):
 class TransferRefund(CommandBase):
     """Internal: gives `amount_minor` back to the source (`wallet_id`) after the destination refused the credit.
 
-    Published by the transfer relay with `command_id = refund_command_id(transfer_id)`; `reason_code` is the
+    Published by the transfer relay under the id `app.identity.refund_command_id` gives; `reason_code` is the
     rejection code of the refused credit leg.
     """
 
@@ -190,18 +190,3 @@ COMMAND_TYPE_BY_KIND: Final[dict[str, type[CommandBase]]] = {t.__name__: t for t
 
 # Reason the hold-expiry timer gives to the ReleaseHold it sends.
 EXPIRED_REASON: Final = "EXPIRED"
-
-
-def credit_command_id(transfer_id: str) -> str:
-    """Deterministic command id of the credit leg of `transfer_id`, so a re-published leg is deduplicated."""
-    return f"{transfer_id}:credit"
-
-
-def refund_command_id(transfer_id: str) -> str:
-    """Deterministic command id of the refund leg of `transfer_id`, so a re-published leg is deduplicated."""
-    return f"{transfer_id}:refund"
-
-
-def expiry_command_id(wallet_id: str, hold_id: str) -> str:
-    """Deterministic command id of the timer's release of an expired hold, so a repeated timer is harmless."""
-    return f"{wallet_id}:{hold_id}:expire"

@@ -40,6 +40,7 @@ from app.domain.commands import (
     Command,
     CommandBase,
     Deposit,
+    EXPIRED_REASON,
     Freeze,
     OpenWallet,
     PlaceHold,
@@ -478,6 +479,10 @@ def _decide_release_hold(state: WalletState, command: ReleaseHold, now_ms: int, 
     if hold is None:
         # Also the answer to a second expiry release: the first one closed the hold.
         return _reject(state, command, now_ms, (codes.HOLD_NOT_FOUND, f"no open hold {command.hold_id!r}"))
+    if command.reason == EXPIRED_REASON and now_ms < hold.expires_at_ms:
+        # An expiry release for an earlier placement of this hold id, arriving after the id was placed again.
+        return _reject(state, command, now_ms, (
+            codes.HOLD_NOT_EXPIRED, f"hold {hold.hold_id!r} expires at {hold.expires_at_ms}, now is {now_ms}"))
     return _applied(
         HoldReleased,
         state,

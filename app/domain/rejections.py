@@ -28,6 +28,9 @@ SELF_TRANSFER: Final = "SELF_TRANSFER"
 HOLD_NOT_FOUND: Final = "HOLD_NOT_FOUND"
 # The hold's expiry is not in the future (PlaceHold) or has passed (CaptureHold).
 HOLD_EXPIRED: Final = "HOLD_EXPIRED"
+# A release for expiry (reason EXPIRED) of a hold whose expiry is still ahead: the expiry was meant for an
+# earlier placement of the same hold id.
+HOLD_NOT_EXPIRED: Final = "HOLD_NOT_EXPIRED"
 # A capture of more than the hold's amount.
 HOLD_EXCEEDED: Final = "HOLD_EXCEEDED"
 # The wallet already has `Limits.holds_open_max` open holds.
@@ -52,6 +55,7 @@ REJECTION_CODES: Final[frozenset[str]] = frozenset(
         SELF_TRANSFER,
         HOLD_NOT_FOUND,
         HOLD_EXPIRED,
+        HOLD_NOT_EXPIRED,
         HOLD_EXCEEDED,
         TOO_MANY_HOLDS,
         BALANCE_NOT_ZERO,

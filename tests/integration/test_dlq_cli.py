@@ -1,5 +1,6 @@
-"""`wallet dlq list|replay` on the real stack: a message DLQ'd as WRONG_PARTITION (a producer that did not
-use murmur2) is re-driven to the partition its wallet lives on exactly once; a dry run publishes nothing."""
+"""`wallet dlq list|replay` on the real stack: a message dead-lettered as UNKNOWN_SCHEMA (its schema was
+missing from the registry, since restored) is re-driven to the partition its wallet lives on exactly once; a
+dry run publishes nothing."""
 
 from __future__ import annotations
 
@@ -50,7 +51,14 @@ async def _topic_size(settings, topic: str) -> int:
     return len(await read_topic(settings, topic))
 
 
-async def test_dlq_replay_re_drives_a_wrong_partition_message_exactly_once_and_dry_run_publishes_nothing(settings):
+def _dead_letter_headers(settings, partition: int) -> list[tuple[str, bytes]]:
+    """The headers the processor writes on a poison message (agents/processor.py `_dlq`)."""
+    return [("error.code", b"UNKNOWN_SCHEMA"), ("error.detail", b"schema id 42 is not in the registry"),
+            ("source.topic", settings.commands_topic.encode()), ("source.partition", str(partition).encode()),
+            ("source.offset", b"7")]
+
+
+async def test_dlq_replay_re_drives_a_dead_lettered_message_exactly_once_and_dry_run_publishes_nothing(settings):
     wallet_id = new_id("w")
     home = partition_for(wallet_id.encode(), settings.partitions)
     deposit = c.Deposit(command_id=new_id("dep"), wallet_id=wallet_id, timestamp_ms=now_ms(), amount_minor=4_200,
@@ -59,34 +67,35 @@ async def test_dlq_replay_re_drives_a_wrong_partition_message_exactly_once_and_d
         opened = c.OpenWallet(command_id=new_id("open"), wallet_id=wallet_id, timestamp_ms=now_ms(), owner_id="o",
                               currency="EUR")
         await ledger.send(opened)
-        # A producer with another partitioner: right key, wrong partition.
-        await ledger.send_raw(wallet_id.encode(), ledger.commands.encode(deposit),
-                              partition=(home + 1) % settings.partitions)
+        # Dead-lettered on another partition than its wallet's, as a message of a misrouting producer was.
+        await (await ledger._producer.send(settings.dlq_topic, key=wallet_id.encode(),
+                                           value=ledger.commands.encode(deposit),
+                                           headers=_dead_letter_headers(settings, (home + 1) % settings.partitions)))
 
         async def dead_lettered():
             return await read_topic(settings, settings.dlq_topic)
 
         dlq = await wait_for_async(dead_lettered, WAIT_S, "the misrouted deposit in the DLQ", interval_s=0.3)
-        assert [code for code, _ in dlq_reasons(dlq)] == ["WRONG_PARTITION"]
+        assert [code for code, _ in dlq_reasons(dlq)] == ["UNKNOWN_SCHEMA"]
         position = f"{dlq[0].partition}:{dlq[0].offset}"
         await wait_for_async(lambda: _outcomes_of(ledger, opened.command_id), WAIT_S, "the wallet to open")
         assert await _outcomes_of(ledger, deposit.command_id) == []
 
         code, out = wallet(settings, "dlq", "list")
         assert code == 0, out
-        assert "WRONG_PARTITION" in out and f"{settings.commands_topic}[{(home + 1) % settings.partitions}]" in out
+        assert "UNKNOWN_SCHEMA" in out and f"{settings.commands_topic}[{(home + 1) % settings.partitions}]" in out
         assert "not replayed" in out
 
         commands_before = await _topic_size(settings, settings.commands_topic)
         code, out = wallet(settings, "dlq", "replay", "--dry-run")
         assert code == 0, out
-        assert f"{position}: would replay WRONG_PARTITION" in out
+        assert f"{position}: would replay UNKNOWN_SCHEMA" in out
         assert await _topic_size(settings, settings.commands_topic) == commands_before
         assert replayed_topic(settings) not in _topics(settings), "a dry run wrote replay markers"
 
         code, out = wallet(settings, "dlq", "replay", "--offset", position)
         assert code == 0, out
-        assert f"{position}: replayed WRONG_PARTITION message to {settings.commands_topic}[{home}]" in out
+        assert f"{position}: replayed UNKNOWN_SCHEMA message to {settings.commands_topic}[{home}]" in out
         applied = await wait_for_async(lambda: _outcomes_of(ledger, deposit.command_id), WAIT_S,
                                        "the replayed deposit's outcome")
         assert [type(ev) for ev in applied] == [e.Deposited]

@@ -9,6 +9,7 @@ and no trace.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -44,14 +45,16 @@ class Keys:
 
     read: str = field(default_factory=lambda: f"read-{uuid.uuid4().hex}")
     write: str = field(default_factory=lambda: f"write-{uuid.uuid4().hex}")
+    other_write: str = field(default_factory=lambda: f"write2-{uuid.uuid4().hex}")  # a second API client
     admin: str = field(default_factory=lambda: f"admin-{uuid.uuid4().hex}")
     unknown: str = field(default_factory=lambda: f"unknown-{uuid.uuid4().hex}")
 
     def spec(self) -> str:
-        return f"{self.read}=wallets:read,{self.write}=wallets:read+wallets:write,{self.admin}=admin"
+        return (f"{self.read}=wallets:read,{self.write}=wallets:read+wallets:write,"
+                f"{self.other_write}=wallets:read+wallets:write,{self.admin}=admin")
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.read, self.write, self.admin, self.unknown)
+        return (self.read, self.write, self.other_write, self.admin, self.unknown)
 
 
 @dataclass
@@ -159,6 +162,11 @@ def move(api: Api, wallet_id: str, kind: str, amount: object, *, key: str | None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     return call(api, "POST", f"/v1/wallets/{wallet_id}/{kind}", key=key or api.keys.write, body={"amount": amount},
                 headers=headers, query=query)
+
+
+def scoped(idempotency_key: str, api_key: str) -> str:
+    """The command id an Idempotency-Key becomes for `api_key` (app/identity.py `http_command_id`)."""
+    return f"{hashlib.sha256(api_key.encode()).hexdigest()[:8]}.{idempotency_key}"
 
 
 def funded_wallet(api: Api, amount: str, currency: str = "EUR") -> str:
@@ -479,7 +487,7 @@ def test_the_same_key_and_body_return_the_first_response_and_move_money_once(api
     first = move(api, wallet_id, "deposits", "7.00", idempotency_key=key)
     again = move(api, wallet_id, "deposits", "7.00", idempotency_key=key)
     assert first.status == again.status == 200, (first.text, again.text)
-    assert again.json == first.json and first.json["command_id"] == key
+    assert again.json == first.json and first.json["command_id"] == scoped(key, api.keys.write)
     balance = strong_balance(api, wallet_id)
     assert (balance["balance"], balance["version"]) == ("7.00", 2)
 
@@ -524,10 +532,48 @@ def test_the_same_key_for_another_wallet_is_409_idempotency_conflict(api):
     assert strong_balance(api, other)["balance"] == "0.00"
 
 
-@pytest.mark.parametrize("key", ["has space", "semi;colon", "k" * 129, "slash/key"])
+@pytest.mark.parametrize("key", ["has space", "semi;colon", "k" * 101, "slash/key"])
 def test_a_malformed_idempotency_key_is_400(api, eur_wallet, key):
     reply = move(api, eur_wallet, "deposits", "1.00", idempotency_key=key)
     assert_problem(reply, 400, "INVALID_IDEMPOTENCY_KEY")
+
+
+def test_two_api_clients_that_pick_the_same_idempotency_key_name_two_commands(api):
+    wallet_id, other = open_wallet(api), open_wallet(api)
+    key = f"order-{uuid.uuid4().hex}"
+    first = move(api, wallet_id, "deposits", "1.00", idempotency_key=key)
+    second = move(api, other, "deposits", "2.00", idempotency_key=key, key=api.keys.other_write)
+    assert (first.status, second.status) == (200, 200), (first.text, second.text)
+    assert first.json["command_id"] != second.json["command_id"]
+    assert (strong_balance(api, wallet_id)["balance"], strong_balance(api, other)["balance"]) == ("1.00", "2.00")
+
+
+def test_a_deposit_keyed_like_a_transfer_leg_does_not_strand_the_transfer(api):
+    source, destination = funded_wallet(api, "50.00"), open_wallet(api)
+    transfer_key = f"T-{uuid.uuid4().hex}"
+    assert move(api, destination, "deposits", "1.00", idempotency_key=f"{transfer_key}:credit").status == 200
+    reply = call(api, "POST", "/v1/transfers", key=api.keys.write, headers={"Idempotency-Key": transfer_key},
+                 body={"source_wallet_id": source, "destination_wallet_id": destination, "amount": "20.00"})
+    assert reply.status == 201, reply.text
+    wait_for(lambda: strong_balance(api, destination)["balance"] == "21.00", EVENTUALLY_S,
+             "the credit leg to reach the destination")
+    assert strong_balance(api, source)["balance"] == "30.00"
+
+
+@pytest.mark.parametrize("key", ["~credit/w/t", "~expire/w/c", "~anything"])
+def test_a_reserved_idempotency_key_is_400_reserved_command_id(api, eur_wallet, key):
+    reply = move(api, eur_wallet, "deposits", "1.00", idempotency_key=key)
+    assert_problem(reply, 400, "RESERVED_COMMAND_ID")
+
+
+def test_an_idempotency_key_claim_lives_as_long_as_the_processor_remembers_the_command(api):
+    wallet_id = open_wallet(api)
+    key = f"dep-{uuid.uuid4().hex}"
+    assert move(api, wallet_id, "deposits", "1.00", idempotency_key=key).status == 200
+    client = redis.Redis.from_url(api.settings.redis_url)
+    ttl_s = client.ttl(f"idempotency:{scoped(key, api.keys.write)}")
+    retention_s = api.settings.command_retention_s
+    assert retention_s - 60 <= ttl_s <= retention_s, (ttl_s, retention_s)
 
 
 # ---------------------------------------------------------------- wait_ms and /v1/commands
@@ -537,6 +583,7 @@ def test_wait_ms_zero_answers_202_and_the_command_is_applied_later(api):
     wallet_id = open_wallet(api)
     key = f"async-{uuid.uuid4().hex}"
     reply = move(api, wallet_id, "deposits", "3.00", idempotency_key=key, query={"wait_ms": 0})
+    key = scoped(key, api.keys.write)
     assert reply.status == 202, reply.text
     assert reply.headers["Location"] == f"/v1/commands/{key}"
     assert reply.json == {"command_id": key, "status": "pending"}
@@ -561,6 +608,7 @@ def test_command_outcomes_show_applied_and_rejected_commands(api):
     applied_key, rejected_key = f"ok-{uuid.uuid4().hex}", f"no-{uuid.uuid4().hex}"
     assert move(api, wallet_id, "deposits", "1.00", idempotency_key=applied_key).status == 200
     assert move(api, wallet_id, "withdrawals", "5.00", idempotency_key=rejected_key).status == 422
+    applied_key, rejected_key = scoped(applied_key, api.keys.write), scoped(rejected_key, api.keys.write)
     applied = eventually(api, f"/v1/commands/{applied_key}", lambda r: r.status == 200, "the applied outcome")
     assert {k: applied.json[k] for k in ("command_id", "status", "wallet_id", "event", "version")} == {
         "command_id": applied_key, "status": "applied", "wallet_id": wallet_id, "event": "Deposited", "version": 3}

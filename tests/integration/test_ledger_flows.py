@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import pytest
 
+from app import identity
 from app.codec import HEADER
 from app.domain import commands as c
 from app.domain import events as e
@@ -76,7 +77,7 @@ async def test_transfer_between_wallets_on_different_partitions_completes(settin
     await _last_open(ledger, destination)
     await ledger.send(move)
 
-    credited = await wait_outcome(ledger, destination, c.credit_command_id(move.command_id))
+    credited = await wait_outcome(ledger, destination, identity.credit_command_id(source, move.command_id))
     assert isinstance(credited, e.TransferCredited)
     assert (credited.amount_minor, credited.balance_after_minor, credited.source_wallet_id) == (2_500, 2_500, source)
     debited = await wait_outcome(ledger, source, move.command_id)
@@ -109,13 +110,13 @@ async def test_transfer_to_a_wallet_that_refuses_it_is_refunded_to_the_source(se
     move = transfer(source, destination, 1_200)
     await ledger.send(move)
 
-    refunded = await wait_outcome(ledger, source, c.refund_command_id(move.command_id))
+    refunded = await wait_outcome(ledger, source, identity.refund_command_id(source, move.command_id))
     assert isinstance(refunded, e.TransferRefunded)
     assert refunded.balance_after_minor == 5_000
     expected_code = {"frozen": "WALLET_FROZEN", "closed": "WALLET_CLOSED", "missing": "WALLET_NOT_FOUND",
                      "other_currency": "CURRENCY_MISMATCH"}[trouble]
     assert refunded.reason_code == expected_code
-    refused = await wait_outcome(ledger, destination, c.credit_command_id(move.command_id))
+    refused = await wait_outcome(ledger, destination, identity.credit_command_id(source, move.command_id))
     assert isinstance(refused, e.TransferCreditRejected) and refused.code == expected_code
 
 
@@ -135,7 +136,7 @@ async def test_holds_capture_partially_release_and_expire(settings, ledger):
     released = await wait_outcome(ledger, wallet_id, release.command_id)
     assert isinstance(released, e.HoldReleased) and released.held_after_minor == 1_000
 
-    expired = await wait_outcome(ledger, wallet_id, c.expiry_command_id(wallet_id, "h2"))
+    expired = await wait_outcome(ledger, wallet_id, identity.expiry_command_id(wallet_id, place[2].command_id))
     assert isinstance(expired, e.HoldReleased) and expired.reason == "EXPIRED"
     assert (expired.held_after_minor, expired.available_after_minor) == (0, 9_600)
 
@@ -174,18 +175,21 @@ async def test_poison_goes_to_the_dlq_with_a_reason_and_good_commands_around_it_
     await ledger.send_raw(key, HEADER.pack(0, 987_654) + b"\x02")
     await ledger.send_raw(key, ledger.commands.encode(forged_credit))
     await ledger.send_raw(other_key.encode(), ledger.commands.encode(deposit(wallet_id, 5)))
-    await ledger.send_raw(key, ledger.commands.encode(deposit(wallet_id, 5)),
+    misrouted = deposit(wallet_id, 5)  # not poison: forwarded to the wallet's partition
+    await ledger.send_raw(key, ledger.commands.encode(misrouted),
                           partition=(partition_for(key, settings.partitions) + 1) % settings.partitions)
     await ledger.send_raw(None, b"")
     await ledger.send(good[2])
 
-    last = await wait_outcome(ledger, wallet_id, good[2].command_id)
-    assert last.balance_after_minor == 300
+    await wait_outcome(ledger, wallet_id, good[2].command_id)
+    forwarded = await wait_outcome(ledger, wallet_id, misrouted.command_id)
+    assert isinstance(forwarded, e.Deposited)
+    assert (await outcomes(ledger, wallet_id))[wallet_id][-1].balance_after_minor == 305
     records = await read_topic(settings, settings.dlq_topic)
     mine = [r for r in records if r.key in (key, other_key.encode(), None)]
     codes = sorted(code for code, _ in dlq_reasons(mine))
     assert codes == sorted(["UNDECODABLE", "BAD_MAGIC_BYTE", "UNKNOWN_SCHEMA", "INTERNAL_KIND_REFUSED",
-                            "KEY_MISMATCH", "WRONG_PARTITION", "TRUNCATED"])
+                            "KEY_MISMATCH", "TRUNCATED"])
     for record in mine:
         headers = dict(record.headers)
         assert headers["source.topic"].decode() == settings.commands_topic
@@ -196,7 +200,7 @@ async def test_credit_legs_are_accepted_on_the_internal_topic(settings, ledger):
     wallet_id = new_id()
     await ledger.send(open_cmd(wallet_id))
     await _last_open(ledger, wallet_id)
-    leg = c.TransferCredit(command_id=c.credit_command_id("t-internal-" + wallet_id), wallet_id=wallet_id,
+    leg = c.TransferCredit(command_id=identity.credit_command_id("src", "t-internal-" + wallet_id), wallet_id=wallet_id,
                            timestamp_ms=now_ms(), transfer_id="t-internal-" + wallet_id, source_wallet_id="src",
                            amount_minor=300, currency="EUR")
     await ledger.send(leg, topic=settings.transfer_legs_topic)

@@ -20,6 +20,7 @@ import random
 import time
 from collections import Counter, defaultdict
 
+from app import identity
 from app.domain import commands as c
 from app.domain import events as e
 from app.domain.ledger import replay, verify_chain
@@ -174,8 +175,9 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
     assert set(dlq_values) == set(poison), "every poison message, and nothing else, is in the DLQ"
     assert max(dlq_values.values()) == 1, f"{sum(n > 1 for n in dlq_values.values())} poison messages are in the DLQ twice"
     leg_ids = Counter(ledger.legs.decode(record.value).command_id for record in legs)
-    expected_legs = {c.credit_command_id(ev.transfer_id) for ev in events if isinstance(ev, e.TransferDebited)}
-    expected_legs |= {c.refund_command_id(ev.transfer_id) for ev in events if isinstance(ev, e.TransferCreditRejected)}
+    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id) for ev in events if isinstance(ev, e.TransferDebited)}
+    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id) for ev in events
+                      if isinstance(ev, e.TransferCreditRejected)}
     assert set(leg_ids) == expected_legs and max(leg_ids.values()) == 1, "each transfer leg is published exactly once"
 
     counts = Counter(ev.command_id for ev in events)

@@ -20,7 +20,6 @@ from app.domain import commands as c
 from app.domain import events as e
 from app.domain.ledger import decide, evolve
 from app.domain.limits import Limits
-from app.kafka import partition_for
 from tests.conftest import prepare_topics
 from tests.harness import (Ledger, WorkerProcess, dlq_reasons, isolated_settings, now_ms, read_topic,
                            wait_for_async)
@@ -85,10 +84,11 @@ def build_traffic(ledger: Ledger, partitions: int, rng: random.Random):
                                        currency="EUR")
             bad.append((key, _command_bytes(ledger, command), None, "INTERNAL_KIND_REFUSED"))
         elif category == 8:
-            command = c.Deposit(command_id=f"fz-bad-{i}", wallet_id=wallet, timestamp_ms=ts, amount_minor=1,
+            # A public command under an id of the ledger's own namespace (app/identity.py).
+            reserved = rng.choice([f"~credit/{wallet}/fz-t-{i}", f"~expire/{wallet}/fz-{i}", f"~fz-{i}"])
+            command = c.Deposit(command_id=reserved, wallet_id=wallet, timestamp_ms=ts, amount_minor=1,
                                 currency="EUR")
-            wrong = (partition_for(key, partitions) + 1) % partitions
-            bad.append((key, _command_bytes(ledger, command), wrong, "WRONG_PARTITION"))
+            bad.append((key, _command_bytes(ledger, command), None, "RESERVED_COMMAND_ID"))
         else:
             # Schema-valid, impossible values: the domain rejects them (an outcome, not poison).
             amount, code = rng.choice([(0, "INVALID_AMOUNT"), (-5, "INVALID_AMOUNT"),

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app import identity
 from app.codec import (
     COMMAND_ENVELOPE,
     EVENT_ENVELOPE,
@@ -57,15 +58,15 @@ def one_command_of_each_kind() -> list[CommandBase]:
         c.Withdraw(command_id="c-wd", **envelope, amount_minor=1, currency="EUR", reference="r", description="d"),
         c.Transfer(command_id="t-1", **envelope, destination_wallet_id="w2", amount_minor=2000, currency="EUR",
                    reference="rent"),
-        c.TransferCredit(command_id=c.credit_command_id("t-1"), wallet_id="w2", timestamp_ms=NOW_MS,
+        c.TransferCredit(command_id=identity.credit_command_id("w1", "t-1"), wallet_id="w2", timestamp_ms=NOW_MS,
                          transfer_id="t-1", source_wallet_id="w1", amount_minor=2000, currency="EUR"),
-        c.TransferRefund(command_id=c.refund_command_id("t-1"), **envelope, transfer_id="t-1",
+        c.TransferRefund(command_id=identity.refund_command_id("w1", "t-1"), **envelope, transfer_id="t-1",
                          destination_wallet_id="w2", amount_minor=2000, currency="EUR", reason_code="WALLET_NOT_FOUND"),
         c.PlaceHold(command_id="c-hold", **envelope, hold_id="h1", amount_minor=300, currency="EUR",
                     expires_at_ms=NOW_MS + 60_000),
         c.CaptureHold(command_id="c-cap-part", **envelope, hold_id="h1", amount_minor=100),
         c.CaptureHold(command_id="c-cap-all", **envelope, hold_id="h1", amount_minor=None),
-        c.ReleaseHold(command_id=c.expiry_command_id("w1", "h1"), **envelope, hold_id="h1",
+        c.ReleaseHold(command_id=identity.expiry_command_id("w1", "c-hold"), **envelope, hold_id="h1",
                       reason=c.EXPIRED_REASON),
         c.Freeze(command_id="c-freeze", **envelope, reason="fraud review"),
         c.Unfreeze(command_id="c-unfreeze", **envelope),
@@ -105,7 +106,7 @@ def one_event_of_each_kind() -> list[EventBase]:
     ledger.send(c.PlaceHold, "w1", hold_id="h1", amount_minor=300, currency="EUR", expires_at_ms=NOW_MS + 60_000)
     ledger.send(c.CaptureHold, "w1", hold_id="h1", amount_minor=100)
     ledger.send(c.PlaceHold, "w1", hold_id="h2", amount_minor=400, currency="EUR", expires_at_ms=NOW_MS + 60_000)
-    ledger.send(c.ReleaseHold, "w1", hold_id="h2", reason="EXPIRED")
+    ledger.send(c.ReleaseHold, "w1", hold_id="h2", reason="not needed")
     ledger.send(c.Freeze, "w1", reason="review")
     ledger.send(c.Unfreeze, "w1")
     ledger.send(c.Withdraw, "w1", amount_minor=10**8, currency="EUR")  # rejected: more than available

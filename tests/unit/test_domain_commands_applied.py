@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.identity import credit_command_id, expiry_command_id, refund_command_id
 from app.domain import events as ev
 from app.domain.commands import (
     COMMAND_TYPES,
@@ -21,9 +22,6 @@ from app.domain.commands import (
     TransferRefund,
     Unfreeze,
     Withdraw,
-    credit_command_id,
-    expiry_command_id,
-    refund_command_id,
 )
 from app.domain.hashing import GENESIS_HASH
 from app.domain.ledger import decide, evolve
@@ -124,14 +122,14 @@ def test_transfer_credit_credits_the_destination() -> None:
     event = ledger.send(
         TransferCredit,
         "w1",
-        command_id=credit_command_id("t-1"),
+        command_id=credit_command_id("w0", "t-1"),
         transfer_id="t-1",
         source_wallet_id="w0",
         amount_minor=300,
         currency="EUR",
     )
     assert isinstance(event, ev.TransferCredited)
-    assert (event.transfer_id, event.source_wallet_id, event.command_id) == ("t-1", "w0", "t-1:credit")
+    assert (event.transfer_id, event.source_wallet_id, event.command_id) == ("t-1", "w0", "~credit/w0/t-1")
     assert event.balance_after_minor == 300
 
 
@@ -141,7 +139,7 @@ def test_transfer_refund_gives_the_amount_back_to_the_source() -> None:
     event = ledger.send(
         TransferRefund,
         "w1",
-        command_id=refund_command_id("t-1"),
+        command_id=refund_command_id("w1", "t-1"),
         transfer_id="t-1",
         destination_wallet_id="w2",
         amount_minor=300,
@@ -149,7 +147,7 @@ def test_transfer_refund_gives_the_amount_back_to_the_source() -> None:
         reason_code="WALLET_NOT_FOUND",
     )
     assert isinstance(event, ev.TransferRefunded)
-    assert (event.reason_code, event.command_id, event.balance_after_minor) == ("WALLET_NOT_FOUND", "t-1:refund", 1_000)
+    assert (event.reason_code, event.command_id, event.balance_after_minor) == ("WALLET_NOT_FOUND", "~refund/w1/t-1", 1_000)
 
 
 def test_place_hold_moves_money_from_available_to_held_keeping_the_balance() -> None:
@@ -190,9 +188,9 @@ def test_partial_capture_releases_the_rest_and_closes_the_hold() -> None:
 def test_release_hold_makes_the_money_available_again() -> None:
     ledger = opened(balance_minor=1_000)
     ledger.send(PlaceHold, "w1", hold_id="h", amount_minor=400, currency="EUR", expires_at_ms=NOW_MS + 60_000)
-    event = ledger.send(ReleaseHold, "w1", command_id=expiry_command_id("w1", "h"), hold_id="h", reason="EXPIRED")
+    event = ledger.send(ReleaseHold, "w1", command_id="c-release", hold_id="h", reason="no longer needed")
     assert isinstance(event, ev.HoldReleased)
-    assert (event.amount_minor, event.reason, event.command_id) == (400, "EXPIRED", "w1:h:expire")
+    assert (event.amount_minor, event.reason, event.command_id) == (400, "no longer needed", "c-release")
     assert (event.balance_after_minor, event.available_after_minor, event.held_after_minor) == (1_000, 1_000, 0)
 
 
@@ -228,9 +226,9 @@ def test_command_catalogue_lists_every_kind_and_the_internal_legs() -> None:
 
 
 def test_leg_command_ids_are_derived_deterministically() -> None:
-    assert credit_command_id("t-1") == "t-1:credit"
-    assert refund_command_id("t-1") == "t-1:refund"
-    assert expiry_command_id("w1", "h-1") == "w1:h-1:expire"
+    assert credit_command_id("w0", "t-1") == "~credit/w0/t-1"
+    assert refund_command_id("w0", "t-1") == "~refund/w0/t-1"
+    assert expiry_command_id("w1", "c-hold") == "~expire/w1/c-hold"
     assert (
         Transfer(
             command_id="t-1", wallet_id="w1", timestamp_ms=0, destination_wallet_id="w2", amount_minor=1, currency="EUR"

@@ -59,7 +59,7 @@ def history() -> list[EventBase]:
         (PlaceHold, {"hold_id": "h1", "amount_minor": 300, "currency": "EUR", "expires_at_ms": later_ms}),
         (PlaceHold, {"hold_id": "h2", "amount_minor": 200, "currency": "EUR", "expires_at_ms": later_ms}),
         (CaptureHold, {"hold_id": "h1", "amount_minor": 100}),
-        (ReleaseHold, {"hold_id": "h2", "reason": "EXPIRED"}),
+        (ReleaseHold, {"hold_id": "h2", "reason": "not needed"}),
         (Freeze, {"reason": "review"}),
         (Unfreeze, {}),
         (Withdraw, {"amount_minor": 9_150, "currency": "EUR"}),

@@ -10,6 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from app.identity import credit_command_id, expiry_command_id, refund_command_id
 from app.domain import rejections as codes
 from app.domain.commands import (
     EXPIRED_REASON,
@@ -26,9 +27,6 @@ from app.domain.commands import (
     TransferRefund,
     Unfreeze,
     Withdraw,
-    credit_command_id,
-    expiry_command_id,
-    refund_command_id,
 )
 from app.domain.events import (
     CommandRejected,
@@ -314,7 +312,7 @@ class WalletLedgerMachine(RuleBasedStateMachine):
         event = self.send(
             TransferCredit,
             debited.destination_wallet_id,
-            command_id=credit_command_id(debited.transfer_id),
+            command_id=credit_command_id(debited.wallet_id, debited.transfer_id),
             transfer_id=debited.transfer_id,
             source_wallet_id=debited.wallet_id,
             amount_minor=debited.amount_minor,
@@ -335,7 +333,7 @@ class WalletLedgerMachine(RuleBasedStateMachine):
         event = self.send(
             TransferRefund,
             debited.wallet_id,
-            command_id=refund_command_id(debited.transfer_id),
+            command_id=refund_command_id(debited.wallet_id, debited.transfer_id),
             transfer_id=debited.transfer_id,
             destination_wallet_id=debited.destination_wallet_id,
             amount_minor=debited.amount_minor,

@@ -133,6 +133,12 @@ def _hold_expired() -> EventBase:
     return Ledger().open(balance_minor=100).send(PlaceHold, "w1", **hold(expires_at_ms=NOW_MS))
 
 
+def _hold_not_expired() -> EventBase:
+    ledger = Ledger().open(balance_minor=100)
+    ledger.send(PlaceHold, "w1", **hold(expires_at_ms=NOW_MS + 10))
+    return ledger.send(ReleaseHold, "w1", hold_id="h", reason="EXPIRED")
+
+
 def _hold_exceeded() -> EventBase:
     ledger = Ledger().open(balance_minor=100)
     ledger.send(PlaceHold, "w1", **hold(amount_minor=50))
@@ -171,6 +177,7 @@ SCENARIOS: dict[str, Callable[[], EventBase]] = {
     codes.SELF_TRANSFER: _self_transfer,
     codes.HOLD_NOT_FOUND: _hold_not_found,
     codes.HOLD_EXPIRED: _hold_expired,
+    codes.HOLD_NOT_EXPIRED: _hold_not_expired,
     codes.HOLD_EXCEEDED: _hold_exceeded,
     codes.TOO_MANY_HOLDS: _too_many_holds,
     codes.BALANCE_NOT_ZERO: _balance_not_zero,
@@ -181,7 +188,7 @@ SCENARIOS: dict[str, Callable[[], EventBase]] = {
 
 def test_every_rejection_code_has_a_scenario() -> None:
     assert set(SCENARIOS) == codes.REJECTION_CODES
-    assert len(codes.REJECTION_CODES) == 15
+    assert len(codes.REJECTION_CODES) == 16
 
 
 @pytest.mark.parametrize("code", sorted(codes.REJECTION_CODES))
@@ -464,12 +471,26 @@ def test_capture_one_ms_before_expiry_is_applied() -> None:
 
 def test_second_expiry_release_of_a_hold_is_harmless_hold_not_found() -> None:
     ledger = Ledger().open(balance_minor=100)
-    ledger.send(PlaceHold, "w1", **hold("h", 60))
+    ledger.send(PlaceHold, "w1", **hold("h", 60, expires_at_ms=NOW_MS + 10))
+    ledger.now_ms = NOW_MS + 10
     assert is_applied(ledger.send(ReleaseHold, "w1", hold_id="h", reason="EXPIRED"))
     state = ledger.states["w1"]
     event = ledger.send(ReleaseHold, "w1", hold_id="h", reason="EXPIRED")
     assert isinstance(event, CommandRejected) and event.code == codes.HOLD_NOT_FOUND
     assert ledger.states["w1"] is state
+
+
+def test_expiry_release_of_a_hold_placed_again_is_refused_until_the_new_placement_expires() -> None:
+    ledger = Ledger().open(balance_minor=100)
+    ledger.send(PlaceHold, "w1", **hold("h", 60, expires_at_ms=NOW_MS + 10))
+    ledger.send(ReleaseHold, "w1", hold_id="h", reason="by the client")
+    ledger.send(PlaceHold, "w1", **hold("h", 60, expires_at_ms=NOW_MS + 1_000))
+    ledger.now_ms = NOW_MS + 10  # the first placement's expiry release arrives late
+    event = ledger.send(ReleaseHold, "w1", hold_id="h", reason="EXPIRED")
+    assert isinstance(event, CommandRejected) and event.code == codes.HOLD_NOT_EXPIRED
+    assert ledger.states["w1"].held_minor == 60
+    ledger.now_ms = NOW_MS + 1_000
+    assert is_applied(ledger.send(ReleaseHold, "w1", hold_id="h", reason="EXPIRED"))
 
 
 def test_a_captured_hold_id_can_be_placed_again() -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from app import identity
 from app.codec import CodecError, CommandCodec
 from app.domain import commands as c
 from app.domain.commands import COMMAND_TYPES, INTERNAL_COMMAND_TYPES, CommandBase
@@ -32,14 +33,14 @@ def valid_command_of_each_kind() -> list[CommandBase]:
         c.Deposit(command_id="c-dep", **envelope, amount_minor=100, currency="EUR", reference="r", description="d"),
         c.Withdraw(command_id="c-wd", **envelope, amount_minor=100, currency="EUR"),
         c.Transfer(command_id="t-1", **envelope, destination_wallet_id="w2", amount_minor=100, currency="EUR"),
-        c.TransferCredit(command_id=c.credit_command_id("t-1"), **envelope, transfer_id="t-1",
+        c.TransferCredit(command_id=identity.credit_command_id("w0", "t-1"), **envelope, transfer_id="t-1",
                          source_wallet_id="w0", amount_minor=100, currency="EUR"),
-        c.TransferRefund(command_id=c.refund_command_id("t-1"), **envelope, transfer_id="t-1",
+        c.TransferRefund(command_id=identity.refund_command_id(WALLET, "t-1"), **envelope, transfer_id="t-1",
                          destination_wallet_id="w2", amount_minor=100, currency="EUR", reason_code="WALLET_CLOSED"),
         c.PlaceHold(command_id="c-hold", **envelope, hold_id="h1", amount_minor=100, currency="EUR",
                     expires_at_ms=NOW_MS + 1),
         c.CaptureHold(command_id="c-cap", **envelope, hold_id="h1"),
-        c.ReleaseHold(command_id=c.expiry_command_id(WALLET, "h1"), **envelope, hold_id="h1", reason="EXPIRED"),
+        c.ReleaseHold(command_id="c-rel", **envelope, hold_id="h1", reason="EXPIRED"),
         c.Freeze(command_id="c-freeze", **envelope, reason="review"),
         c.Unfreeze(command_id="c-unfreeze", **envelope),
         c.Close(command_id="c-close", **envelope),
@@ -84,9 +85,20 @@ def test_internal_kind_on_the_internal_topic_is_accepted(command: CommandBase) -
 
 
 @pytest.mark.parametrize("command", PUBLIC_COMMANDS, ids=kind_of)
-def test_public_kind_is_accepted_on_either_topic(command: CommandBase) -> None:
+def test_public_kind_is_accepted_on_the_public_topic_and_refused_on_the_internal_one(command: CommandBase) -> None:
     validate(command, KEY, public=True)
-    validate(command, KEY, public=False)
+    assert refusal_code(command, public=False) == identity.INTERNAL_ID_MISMATCH
+
+
+def test_expiry_release_under_its_internal_id_is_accepted_on_the_internal_topic_only() -> None:
+    release = c.ReleaseHold(command_id=identity.expiry_command_id(WALLET, "c-hold"), wallet_id=WALLET,
+                            timestamp_ms=NOW_MS, hold_id="h1", reason="EXPIRED")
+    validate(release, KEY, public=False)
+    assert refusal_code(release, public=True) == identity.RESERVED_COMMAND_ID
+
+
+def test_command_without_a_key_is_accepted_and_routed_by_its_wallet_id() -> None:
+    validate(PUBLIC_COMMANDS[1], None, public=True)
 
 
 # --- identifiers and texts --------------------------------------------------------------------------------
@@ -108,7 +120,7 @@ def test_wallet_id_of_letters_digits_dash_underscore_up_to_64_is_accepted(wallet
     validate(command, wallet_id.encode(), public=True)
 
 
-@pytest.mark.parametrize("key", [None, b"", b"w2", b"W1", b"w1 ", b"w1\x00"])
+@pytest.mark.parametrize("key", [b"", b"w2", b"W1", b"w1 ", b"w1\x00"])
 def test_key_that_is_not_the_wallet_id_is_refused_as_key_mismatch(key: bytes | None) -> None:
     assert refusal_code(PUBLIC_COMMANDS[1], key) == KEY_MISMATCH
 
@@ -153,7 +165,7 @@ def test_malformed_field_of_a_transfer_is_refused_as_invalid_field(change: dict[
     ids=["hold-id-slash", "hold-id-65", "hold-id-empty", "source-wallet-space", "owner-too-long", "reason-too-long"],
 )
 def test_malformed_identifier_or_text_of_other_kinds_is_refused_as_invalid_field(command: CommandBase) -> None:
-    assert refusal_code(command, public=False) == INVALID_FIELD
+    assert refusal_code(command, public=not isinstance(command, c.TransferCredit)) == INVALID_FIELD
 
 
 def test_longest_well_formed_identifiers_and_texts_are_accepted() -> None:
@@ -163,13 +175,13 @@ def test_longest_well_formed_identifiers_and_texts_are_accepted() -> None:
 
 
 def _credit_leg(transfer: c.Transfer) -> CommandBase:
-    return c.TransferCredit(command_id=c.credit_command_id(transfer.transfer_id), wallet_id="w2",
+    return c.TransferCredit(command_id=identity.credit_command_id(WALLET, transfer.transfer_id), wallet_id="w2",
                             timestamp_ms=NOW_MS, transfer_id=transfer.transfer_id, source_wallet_id=WALLET,
                             amount_minor=transfer.amount_minor, currency=transfer.currency)
 
 
 def _refund_leg(transfer: c.Transfer) -> CommandBase:
-    return c.TransferRefund(command_id=c.refund_command_id(transfer.transfer_id), wallet_id=WALLET,
+    return c.TransferRefund(command_id=identity.refund_command_id(WALLET, transfer.transfer_id), wallet_id=WALLET,
                             timestamp_ms=NOW_MS, transfer_id=transfer.transfer_id, destination_wallet_id="w2",
                             amount_minor=transfer.amount_minor, currency=transfer.currency,
                             reason_code="WALLET_CLOSED")

@@ -110,7 +110,7 @@ def test_posts_take_an_idempotency_key_and_wait_ms_and_document_every_outcome():
             continue
         parameters = {(p["in"], p["name"]): p for p in map(_deref, op["parameters"])}
         key = parameters[("header", "Idempotency-Key")]
-        assert not key["required"] and _deref(key["schema"])["pattern"] == r"^[A-Za-z0-9_.:-]{1,128}$"
+        assert not key["required"] and _deref(key["schema"])["pattern"] == r"^[A-Za-z0-9_.:-]{1,100}$"
         wait = parameters[("query", "wait_ms")]["schema"]
         assert (wait["minimum"], wait["maximum"]) == (0, SETTINGS.command_wait_ms_max)
         statuses = set(op["responses"])

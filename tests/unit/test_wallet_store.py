@@ -18,6 +18,11 @@ NOW_MS = 1_700_000_000_000
 HASH = "ab" * 32
 
 
+def due(store: PartitionStore, now_ms: int, limit: int) -> list[tuple[str, str]]:
+    """(wallet_id, hold_id) of the due holds, without the placing command id."""
+    return [(wallet_id, hold_id) for wallet_id, hold_id, _ in store.due_holds(now_ms, limit)]
+
+
 def wallet(wallet_id: str = "w1", *, balance_minor: int = 0, holds: tuple[Hold, ...] = (), version: int = 1,
            status: WalletStatus = "ACTIVE") -> WalletState:
     """A EUR wallet whose held_minor is the sum of `holds`."""
@@ -87,7 +92,7 @@ def test_new_store_has_no_wallets_no_commands_and_offset_zero(store: PartitionSt
     assert store.seen_command("c1") is None
     assert store.events_offset == 0
     assert list(store.wallets()) == []
-    assert list(store.due_holds(NOW_MS, 10)) == []
+    assert due(store, NOW_MS, 10) == []
 
 
 def test_staged_wallet_and_command_are_visible_before_apply(store: PartitionStore) -> None:
@@ -109,7 +114,7 @@ def test_applied_wallet_and_command_are_persisted_and_survive_reopen(stores: Ope
     assert again.wallet("w1") == opened
     assert again.seen_command("c1") == f"{NOW_MS}:fp1"
     assert list(again.wallets()) == [opened]
-    assert list(again.due_holds(NOW_MS + 5, 10)) == [("w1", "h1")]
+    assert due(again, NOW_MS + 5, 10) == [("w1", "h1")]
 
 
 def test_staged_state_overrides_the_persisted_one_until_discarded(store: PartitionStore) -> None:
@@ -133,7 +138,7 @@ def test_discarded_batch_is_never_written(stores: OpenStores, store: PartitionSt
     assert again.wallet("w1") is None
     assert again.seen_command("c1") is None
     assert again.events_offset == 0
-    assert list(again.due_holds(NOW_MS, 10)) == []
+    assert due(again, NOW_MS, 10) == []
 
 
 def test_rejected_command_stages_only_its_seen_marker(store: PartitionStore) -> None:
@@ -199,15 +204,15 @@ def test_due_holds_are_the_expired_ones_oldest_first_across_wallets(store: Parti
         "w1": [hold("late", NOW_MS + 300), hold("first", NOW_MS + 100)],
         "w2": [hold("middle", NOW_MS + 200), hold("future", NOW_MS + 10_000)],
     })
-    assert list(store.due_holds(NOW_MS + 99, 10)) == []
-    assert list(store.due_holds(NOW_MS + 100, 10)) == [("w1", "first")]  # expires_at_ms == now is due
-    assert list(store.due_holds(NOW_MS + 1_000, 10)) == [("w1", "first"), ("w2", "middle"), ("w1", "late")]
+    assert due(store, NOW_MS + 99, 10) == []
+    assert due(store, NOW_MS + 100, 10) == [("w1", "first")]  # expires_at_ms == now is due
+    assert due(store, NOW_MS + 1_000, 10) == [("w1", "first"), ("w2", "middle"), ("w1", "late")]
 
 
 def test_due_holds_returns_at_most_limit_oldest_first(store: PartitionStore) -> None:
     with_holds(store, {"w1": [hold(f"h{n}", NOW_MS + n) for n in range(5, 0, -1)]})
-    assert list(store.due_holds(NOW_MS + 100, 2)) == [("w1", "h1"), ("w1", "h2")]
-    assert list(store.due_holds(NOW_MS + 100, 0)) == []
+    assert due(store, NOW_MS + 100, 2) == [("w1", "h1"), ("w1", "h2")]
+    assert due(store, NOW_MS + 100, 0) == []
 
 
 def test_hold_index_is_unaffected_by_wallet_and_command_keys(store: PartitionStore) -> None:
@@ -215,7 +220,7 @@ def test_hold_index_is_unaffected_by_wallet_and_command_keys(store: PartitionSto
     with_holds(store, {"w1": [hold("h1", NOW_MS)]})
     store.changes.events_offset = 3
     store.apply()
-    assert list(store.due_holds(2**62, 100)) == [("w1", "h1")]
+    assert due(store, 2**62, 100) == [("w1", "h1")]
 
 
 def test_hold_placed_and_removed_in_one_batch_is_absent_after_apply(store: PartitionStore) -> None:
@@ -227,7 +232,7 @@ def test_hold_placed_and_removed_in_one_batch_is_absent_after_apply(store: Parti
     store.stage(opened, placed, "place", NOW_MS, "fp")
     store.stage(placed, captured, "capture", NOW_MS, "fp")
     store.apply()
-    assert list(store.due_holds(NOW_MS + 10, 10)) == []
+    assert due(store, NOW_MS + 10, 10) == []
     assert store.wallet("w1") == captured
 
 
@@ -240,8 +245,8 @@ def test_hold_removed_then_placed_again_with_the_same_id_in_one_batch_is_indexed
     store.stage(first, released, "release", NOW_MS, "fp")
     store.stage(released, placed_again, "place-again", NOW_MS, "fp")
     store.apply()
-    assert list(store.due_holds(NOW_MS + 100, 10)) == [("w1", "h1")]
-    assert list(store.due_holds(NOW_MS + 15, 10)) == []
+    assert due(store, NOW_MS + 100, 10) == [("w1", "h1")]
+    assert due(store, NOW_MS + 15, 10) == []
 
 
 def test_hold_closed_in_a_later_batch_leaves_the_index(store: PartitionStore) -> None:
@@ -251,12 +256,12 @@ def test_hold_closed_in_a_later_batch_leaves_the_index(store: PartitionStore) ->
     after = replace(before, holds=tuple(h for h in before.holds if h.hold_id != "h1"), version=before.version + 1)
     store.stage(before, after, "release-h1", NOW_MS, "fp")
     store.apply()
-    assert list(store.due_holds(NOW_MS + 100, 10)) == [("w1", "h2")]
+    assert due(store, NOW_MS + 100, 10) == [("w1", "h2")]
 
 
 def test_hold_expiring_centuries_ahead_does_not_hide_the_holds_due_now(store: PartitionStore) -> None:
     with_holds(store, {"w1": [hold("due", NOW_MS + 10)], "w2": [hold("far", 10**13)]})
-    assert list(store.due_holds(NOW_MS + 100, 10)) == [("w1", "due")]
+    assert due(store, NOW_MS + 100, 10) == [("w1", "due")]
 
 
 # --- seen-command retention -------------------------------------------------------------------------------
@@ -342,3 +347,16 @@ def wallet_states(draw: st.DrawFn) -> WalletState:
 @given(state=wallet_states())
 def test_any_state_round_trips_through_its_record(state: WalletState) -> None:
     assert decode_state(state.wallet_id, encode_state(state)) == state
+
+
+def test_due_hold_names_the_command_that_placed_it_so_each_placement_expires_once(store: PartitionStore) -> None:
+    first = wallet(holds=(hold("h1", NOW_MS),))
+    store.stage(None, first, "place-1", NOW_MS, "fp")
+    store.apply()
+    assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", "place-1")]
+    released = wallet(holds=())
+    store.stage(first, released, "release", NOW_MS, "fp")
+    placed_again = wallet(holds=(hold("h1", NOW_MS),))
+    store.stage(released, placed_again, "place-2", NOW_MS, "fp")
+    store.apply()
+    assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", "place-2")]

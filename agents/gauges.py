@@ -1,0 +1,30 @@
+"""The processor's business gauges: money in transit and open holds, per partition."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from app import metrics
+from app.domain import events as e
+from tables.wallet_store import PartitionStore
+
+
+def gauge_deltas(event: e.EventBase) -> tuple[int, int]:
+    """(money in transit change in minor units, open holds change) that `event` makes in its partition."""
+    if isinstance(event, e.TransferDebited):
+        return event.amount_minor, 0
+    if isinstance(event, (e.TransferCredited, e.TransferRefunded)):
+        return -event.amount_minor, 0
+    if isinstance(event, e.HoldPlaced):
+        return 0, 1
+    if isinstance(event, (e.HoldCaptured, e.HoldReleased)):
+        return 0, -1
+    return 0, 0
+
+
+def publish_gauges(stores: Iterable[tuple[int, PartitionStore]]) -> None:
+    for partition, store in stores:
+        figures = store.gauges()
+        for currency, amount_minor in figures["in_transit"].items():
+            metrics.money_in_transit_minor.labels(str(partition), currency).set(amount_minor)
+        metrics.holds_open.labels(str(partition)).set(figures["holds_open"])

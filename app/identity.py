@@ -1,0 +1,111 @@
+"""Command identity: who may name a command, the ids the system derives, and how long an id is remembered.
+
+Every command carries a `command_id`; the processor applies a command id at most once per wallet partition
+while it remembers it. Three namespaces share that space, and none can reach another:
+
+- **Public ids** are chosen by producers on `wallet.commands`: `[A-Za-z0-9_.:-]{1,128}`. They never start
+  with `~`.
+- **HTTP ids** are public ids the API builds from the caller's `Idempotency-Key`, scoped by its API key:
+  `<key_id>.<Idempotency-Key>`. Two API clients that pick the same key name two different commands.
+- **Internal ids** are derived by the processor, start with `~` (which no public id may contain) and name
+  their cause, so each cause gets its own id:
+  - `~credit/<source_wallet_id>/<transfer_id>`: the credit leg of a transfer,
+  - `~refund/<source_wallet_id>/<transfer_id>`: the refund leg of a transfer the destination refused,
+  - `~expire/<wallet_id>/<placing_command_id>`: the release of an expired hold. A hold id placed twice
+    (after a release or capture) expires twice, once per placing command.
+  A public command whose id starts with `~` is refused (`RESERVED_COMMAND_ID`): over Kafka to the DLQ, over
+  HTTP with a 400.
+
+**Retention runs on the processor's clock.** A command id is remembered for `command_retention_s` from the
+moment the processor first decided it, whatever `timestamp_ms` the producer wrote. The processor decides with
+its own clock, so an outcome event's `timestamp_ms` is that moment, and a restore rebuilds the same index
+from the events. A producer that replays an outbox with old timestamps gets duplicates, not second payments.
+
+This module is pure: no I/O, no clock. docs/DESIGN.md ("Command identity") has the rules and their reasons.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# Reason codes (DLQ `error.code` over Kafka, problem `code` over HTTP).
+RESERVED_COMMAND_ID: Final = "RESERVED_COMMAND_ID"
+INTERNAL_ID_MISMATCH: Final = "INTERNAL_ID_MISMATCH"
+
+RESERVED_PREFIX: Final = "~"
+PUBLIC_COMMAND_ID_LENGTH_MAX: Final = 128
+PUBLIC_COMMAND_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# An Idempotency-Key leaves room for `<key_id>.` in front of it within a public id.
+IDEMPOTENCY_KEY_LENGTH_MAX: Final = 100
+IDEMPOTENCY_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+WALLET_ID_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"
+# `~<cause>/<wallet_id>/<public id>`: at most 8 + 64 + 1 + 128 = 201 characters (MySQL columns are 255).
+INTERNAL_COMMAND_ID_RE: Final = re.compile(
+    r"~(?P<cause>credit|refund|expire)/(?P<wallet_id>" + WALLET_ID_PATTERN + r")/(?P<cause_id>[A-Za-z0-9_.:-]{1,128})")
+COMMAND_ID_LENGTH_MAX: Final = 255
+
+CREDIT: Final = "credit"
+REFUND: Final = "refund"
+EXPIRE: Final = "expire"
+
+
+class IdentityRefused(ValueError):
+    """A command id breaks the identity rules; `code` is the DLQ reason or HTTP problem code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def credit_command_id(source_wallet_id: str, transfer_id: str) -> str:
+    """The credit leg's id: one per transfer, so a re-published leg is deduplicated."""
+    return f"~{CREDIT}/{source_wallet_id}/{transfer_id}"
+
+
+def refund_command_id(source_wallet_id: str, transfer_id: str) -> str:
+    """The refund leg's id: one per transfer, so a re-published refund is deduplicated."""
+    return f"~{REFUND}/{source_wallet_id}/{transfer_id}"
+
+
+def expiry_command_id(wallet_id: str, placing_command_id: str) -> str:
+    """The expiry release's id: one per hold placement (the command that placed it), not per hold id."""
+    return f"~{EXPIRE}/{wallet_id}/{placing_command_id}"
+
+
+def http_command_id(key_id: str, idempotency_key: str) -> str:
+    """The command id of an HTTP request: the Idempotency-Key scoped by the caller's API key id."""
+    return f"{key_id}.{idempotency_key}"
+
+
+def is_reserved(command_id: str) -> bool:
+    return command_id.startswith(RESERVED_PREFIX)
+
+
+def check_public(command_id: str) -> None:
+    """Raise IdentityRefused unless `command_id` is a well-formed public id (not in the internal namespace)."""
+    if is_reserved(command_id):
+        raise IdentityRefused(RESERVED_COMMAND_ID, f"command ids starting with {RESERVED_PREFIX!r} are reserved "
+                                                   "for the ledger's own commands")
+    if PUBLIC_COMMAND_ID_RE.fullmatch(command_id) is None:
+        raise IdentityRefused("INVALID_FIELD", f"command_id must match {PUBLIC_COMMAND_ID_RE.pattern}")
+
+
+def check_internal(command_id: str, cause: str, wallet_id: str, cause_id: str | None = None) -> None:
+    """Raise IdentityRefused unless `command_id` is the internal id of `cause` for `wallet_id` (and `cause_id`).
+
+    An internal command names its cause: a credit leg's id names the transfer's source and id, an expiry the
+    wallet whose hold it releases. A leg whose id does not match its body is refused, so no id can be reused
+    for another cause.
+    """
+    found = INTERNAL_COMMAND_ID_RE.fullmatch(command_id)
+    if found is None or found["cause"] != cause or found["wallet_id"] != wallet_id or (
+            cause_id is not None and found["cause_id"] != cause_id):
+        expected = f"~{cause}/{wallet_id}/{cause_id if cause_id is not None else '<placing command id>'}"
+        raise IdentityRefused(INTERNAL_ID_MISMATCH, f"an internal {cause} command must have the id {expected}")
+
+
+def retention_start_ms(now_ms: int, retention_s: int) -> int:
+    """Command ids first decided before this processor time (ms) are forgotten."""
+    return now_ms - retention_s * 1000
