@@ -7,9 +7,12 @@ alert WalletTransferStuckInTransit fires (docs/OPERATIONS.md has the runbook). `
 (app/reconcile.py) finds the same transfers in the event log, the truth, but it runs once a day; this gauge
 sees them within minutes.
 
-It reads the projection, on the replica when there is one (one scan of `transfers` per poll, kept off the
-primary the sinks write to). So a transfer whose credit the MySQL sink or the replica has not caught up with
-yet still counts: when the sink or the replica lags, their own alerts fire too, and reconcile is the judge.
+It reads the projection, on the replica when there is one. So a transfer whose credit the MySQL sink or the
+replica has not caught up with yet still counts: when the sink or the replica lags, their own alerts fire
+too, and reconcile is the judge. `transfers` has no index on `status`: each poll is a scan of the table,
+bounded by QUERY_TIMEOUT_S, which is why it runs on the replica and every
+`transfer_in_transit_poll_interval_s` (30 s), not per scrape. An index on (status, created_at_ms) would make
+it a lookup, at a cost on every transfer row the MySQL sink writes.
 """
 
 from __future__ import annotations
