@@ -103,8 +103,9 @@ async def test_a_transfer_whose_credit_never_arrives_is_reported_by_reconcile_an
         stuck = await log.transfer(alice, bob, 2_500, stuck_at_ms)  # its credit never comes
         young = await log.transfer(alice, bob, 700, started_ms)  # in transit, within the bound
 
-        stuck_line = (f"transfer {stuck}: in transit for (\\d+) s \\(transfer_in_transit_max_s is {IN_TRANSIT_MAX_S}\\): "
-                      f"2500 minor units of EUR debited from {alice}, neither credited to {bob} nor refunded")
+        stuck_line = (f"transfer {stuck}: in transit for (\\d+) s \\(transfer_in_transit_max_s is "
+                      f"{IN_TRANSIT_MAX_S}\\): 2500 minor units of EUR debited from {alice}, neither credited to "
+                      f"{bob} nor refunded")
 
         async def projected():
             """MySQL and Redis agree with the event log (whatever reconcile says of transfers in transit)."""
