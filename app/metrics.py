@@ -62,6 +62,12 @@ DLQ_REASONS = ("TRUNCATED", "BAD_MAGIC_BYTE", "UNKNOWN_SCHEMA", "UNDECODABLE", "
                "INTERNAL_KIND_REFUSED", "RESERVED_COMMAND_ID", "INTERNAL_ID_MISMATCH", "DUPLICATE_COMMAND")
 for _reason in DLQ_REASONS:
     dlq_messages_total.labels(_reason)
+# Exported by the sinks role only (app/worker.py registers it, app/in_transit.py keeps it current), like the
+# reconcile verdict below: one process, no duplicate series.
+transfer_in_transit_oldest_seconds = Gauge(
+    "wallet_transfer_in_transit_oldest_seconds",
+    "Age of the oldest transfer debited and neither credited nor refunded (MySQL read model), seconds; 0 if none.",
+    registry=None)
 mysql_replica_lag_seconds = Gauge(
     "wallet_mysql_replica_lag_seconds",
     "Seconds_Behind_Master of the MySQL read replica; -1 when replication is stopped or unreachable.")

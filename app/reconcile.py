@@ -8,6 +8,10 @@ Sources, wallet by wallet:
 - `redis`:  the `wallet:<id>` hash.
 Each difference is printed; the exit status is 1 when there is any. Run it on a quiet system: a copy
 that is merely behind (a sink still catching up) is reported as a difference too.
+
+Money in transit (a transfer debited at its source, neither credited at its destination nor refunded)
+satisfies conservation, but a transfer in transit for longer than `transfer_in_transit_max_s` is stuck: its
+credit leg is not arriving. Each one is a difference, named with its wallets, amount and age.
 """
 
 from __future__ import annotations
@@ -58,32 +62,54 @@ def _compare(report: Report, source: str, wallet_id: str, expected: dict[str, ob
             report.differ(f"{wallet_id}: {source} {name}={found[name]} but the event log says {expected[name]}")
 
 
-def _conservation(report: Report, events: list[e.EventBase], states: dict[str, WalletState]) -> None:
+def in_transit(events: list[e.EventBase]) -> list[e.TransferDebited]:
+    """The debits of the transfers neither credited nor refunded in `events`, oldest first (the legs of a
+    transfer live on different partitions, so a credit may come before its debit in `events`)."""
+    debited: dict[str, e.TransferDebited] = {}
+    settled: set[str] = set()
+    for event in events:
+        if isinstance(event, e.TransferDebited):
+            debited[event.transfer_id] = event
+        elif isinstance(event, (e.TransferCredited, e.TransferRefunded)):
+            settled.add(event.transfer_id)
+    return sorted((debit for transfer_id, debit in debited.items() if transfer_id not in settled),
+                  key=lambda debit: (debit.timestamp_ms, debit.transfer_id))
+
+
+def _conservation(report: Report, events: list[e.EventBase], states: dict[str, WalletState],
+                  unsettled: list[e.TransferDebited]) -> None:
     """Σ balances + in transit = Σ deposits − Σ withdrawals − Σ captures, per currency (minor units)."""
     flows: dict[str, int] = defaultdict(int)
-    debited: dict[str, tuple[str, int]] = {}
-    settled: set[str] = set()
     for event in events:
         if isinstance(event, e.Deposited):
             flows[event.currency] += event.amount_minor
         elif isinstance(event, (e.Withdrawn, e.HoldCaptured)):
             flows[event.currency] -= event.amount_minor
-        elif isinstance(event, e.TransferDebited):
-            debited[event.transfer_id] = (event.currency, event.amount_minor)
-        elif isinstance(event, (e.TransferCredited, e.TransferRefunded)):
-            settled.add(event.transfer_id)
     balances: dict[str, int] = defaultdict(int)
     for state in states.values():
         balances[state.currency] += state.balance_minor
-    in_transit: dict[str, int] = defaultdict(int)
-    for transfer_id, (currency, amount_minor) in debited.items():
-        if transfer_id not in settled:
-            in_transit[currency] += amount_minor
-    for currency in sorted(set(flows) | set(balances) | set(in_transit)):
-        left = balances[currency] + in_transit[currency]
+    transit: dict[str, int] = defaultdict(int)
+    for debit in unsettled:
+        transit[debit.currency] += debit.amount_minor
+    for currency in sorted(set(flows) | set(balances) | set(transit)):
+        left = balances[currency] + transit[currency]
         if left != flows[currency]:
             report.differ(f"conservation {currency}: balances {balances[currency]} + in transit "
-                          f"{in_transit[currency]} != deposits - withdrawals - captures {flows[currency]}")
+                          f"{transit[currency]} != deposits - withdrawals - captures {flows[currency]}")
+
+
+def stuck_in_transit(unsettled: list[e.TransferDebited], now_ms: int, max_s: int) -> list[str]:
+    """A difference for each transfer of `unsettled` (oldest first) debited more than `max_s` seconds before
+    `now_ms` (ms since the epoch)."""
+    stuck = []
+    for debit in unsettled:
+        age_s = (now_ms - debit.timestamp_ms) // 1000
+        if age_s <= max_s:
+            break  # oldest first: the rest are younger
+        stuck.append(f"transfer {debit.transfer_id}: in transit for {age_s} s (transfer_in_transit_max_s is "
+                     f"{max_s}): {debit.amount_minor} minor units of {debit.currency} debited from "
+                     f"{debit.wallet_id}, neither credited to {debit.destination_wallet_id} nor refunded")
+    return stuck
 
 
 def _table_states(settings: Settings) -> dict[str, WalletState] | None:
@@ -151,10 +177,12 @@ async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, d
     return found, keys
 
 
-async def reconcile(settings: Settings, *, check_table: bool = True) -> Report:
-    """Compare replay, table, MySQL and Redis wallet by wallet; verify chains and conservation."""
+async def reconcile(settings: Settings, *, check_table: bool = True, now_ms: int | None = None) -> Report:
+    """Compare replay, table, MySQL and Redis wallet by wallet; verify chains and conservation; find transfers
+    in transit for longer than `transfer_in_transit_max_s` at `now_ms` (ms since the epoch; default: now)."""
     from app.rebuild import read_event_batches
 
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     report = Report()
     events: list[e.EventBase] = []
     async for items in read_event_batches(settings):
@@ -174,7 +202,9 @@ async def reconcile(settings: Settings, *, check_table: bool = True) -> Report:
             verify_chain(stream)
         except ChainBroken as exc:
             report.differ(f"{wallet_id}: hash chain broken: {exc}")
-    _conservation(report, events, states)
+    unsettled = in_transit(events)
+    _conservation(report, events, states, unsettled)
+    report.differences.extend(stuck_in_transit(unsettled, now_ms, settings.transfer_in_transit_max_s))
 
     wallet_ids = sorted(states)
     if check_table:

@@ -17,6 +17,7 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
+             "transfer_in_transit_max_s", "transfer_in_transit_poll_interval_s",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_instances",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
@@ -115,6 +116,13 @@ class Settings:
     fault_sink_kill_after_writes: int = 0
     # How often the sinks role polls the replica's Seconds_Behind_Master (bounds the staleness of the metric).
     replica_lag_poll_interval_s: float = 5.0
+    # A transfer debited and neither credited nor refunded for longer is stuck (its credit leg normally lands
+    # within a second; this leaves room for a processor restart): `wallet reconcile` reports it as a difference.
+    # ops/prometheus/alerts.yml (WalletTransferStuckInTransit) holds the same number: change both together.
+    transfer_in_transit_max_s: int = 300
+    # How often the sinks role reads the oldest in-transit transfer from MySQL for its gauge (one scan of the
+    # `transfers` table on the replica; bounds how late the gauge sees a transfer settle).
+    transfer_in_transit_poll_interval_s: float = 30.0
 
     # Processor instances (`wallet worker --instances`); the API routes strong reads to instance
     # `partition % processor_instances`.

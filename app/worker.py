@@ -14,6 +14,8 @@ import signal
 
 from prometheus_client import REGISTRY
 
+from app import metrics
+from app.in_transit import monitor_in_transit
 from app.metrics import ReconcileResult
 from app.reconcile import RESULT_FILE
 
@@ -56,6 +58,9 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
             group.create_task(mysql_sink.monitor_replica_lag(settings), name="replica-lag")
             # The sinks process also reports the last `wallet reconcile` verdict (one process, no duplicates).
             REGISTRY.register(ReconcileResult(settings.state_dir / RESULT_FILE))
+            # ... and the age of the oldest transfer in transit, read from MySQL.
+            group.create_task(monitor_in_transit(settings), name="in-transit")
+            REGISTRY.register(metrics.transfer_in_transit_oldest_seconds)
         if "web" in roles:
             from web.app import serve
 

@@ -21,6 +21,7 @@ from agents.mysql_sink import make_engine
 from agents.redis_sink import make_client
 from app.settings import Settings
 from web import reads, writes
+from web.access import meter_refusals
 from web.auth import ApiKeys
 from web.context import (API_KEYS, GATEWAY, KAFKA_ADMIN, MYSQL, MYSQL_PRIMARY, RATE_LIMITER, REDIS, SETTINGS,
                          TABLE_CLIENT, WALLET_CURRENCIES)
@@ -125,7 +126,7 @@ def create_app(settings: Settings, api_keys: ApiKeys, registry=None) -> web.Appl
     from web.commands import CommandGateway
     from web.ratelimit import RateLimiter
 
-    app = web.Application(middlewares=[observe], client_max_size=REQUEST_BODY_BYTES_MAX)
+    app = web.Application(middlewares=[observe, meter_refusals], client_max_size=REQUEST_BODY_BYTES_MAX)
     app[SETTINGS] = settings
     app[API_KEYS] = api_keys
     app[WALLET_CURRENCIES] = {}

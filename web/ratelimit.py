@@ -3,7 +3,8 @@ together with the Redis work the request needs next.
 
 The script moves the key's theoretical arrival time forward by one emission interval and refuses when
 that would put it more than `burst` intervals ahead of now. Every web process shares the counters, so
-the limit holds for the whole deployment. When the request is allowed, the same script call also
+the limit holds for the whole deployment. A request is charged once (web/access.py decides when); a call
+that does not charge only does the Redis work asked. When the request is allowed, the same script call also
 - reads a wallet's hash (balance reads: no second round trip), and/or
 - claims an Idempotency-Key for a wallet (`SET NX`, see web/writes.py), returning the key's owner.
 One call per request keeps a balance read at one Redis round trip. (The keys of one call must live on
@@ -31,17 +32,19 @@ RATE_LIMIT_TIMEOUT_S = 0.5
 GATE_PIPELINE_SIZE_MAX = 256
 
 # KEYS: rate counter, wallet hash ("" = none), claim key ("" = none).
-# ARGV: now (µs), emission interval (µs), burst (requests), claim value, claim ttl (s).
+# ARGV: now (µs), emission interval (µs), burst (requests), claim value, claim ttl (s), charge ("1" or "0").
 # Returns {µs to wait (0 = allowed), wallet hash as a flat list, owner of the claim ("" = none)}.
 _GATE = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local window = interval * tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - now > window then return {new_tat - now - window, {}, ''} end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+if ARGV[6] == '1' then
+  local now = tonumber(ARGV[1])
+  local interval = tonumber(ARGV[2])
+  local window = interval * tonumber(ARGV[3])
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat - now > window then return {new_tat - now - window, {}, ''} end
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
 local wallet = {}
 if KEYS[2] ~= '' then wallet = redis.call('HGETALL', KEYS[2]) end
 local owner = ''
@@ -115,15 +118,19 @@ class RateLimiter:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute(raise_on_error=False)
 
-    async def pass_(self, key_id: str, *, wallet_key: str = "", claim_key: str = "", claim_value: str = "",
-                    claim_ttl_s: int = 0) -> Passage:
-        """Check the key's rate (and read / claim what is asked) in one round trip.
+    async def pass_(self, key_id: str, *, charge: bool = True, wallet_key: str = "", claim_key: str = "",
+                    claim_value: str = "", claim_ttl_s: int = 0) -> Passage:
+        """Charge one request to the key's rate (unless `charge` is False: already charged) and read / claim
+        what is asked, in one round trip; no round trip when there is nothing to do.
 
         Fails open: when Redis is down or slow the request is allowed and counted, because refusing every
         payment while a cache is down hurts more than an unmetered minute.
         """
+        if not (charge or wallet_key or claim_key):
+            return Passage()
         keys = [RATE_KEY_PREFIX + key_id, wallet_key, claim_key]
-        args = [int(time.time() * 1_000_000), self._interval_us, self._burst, claim_value, claim_ttl_s]
+        args = [int(time.time() * 1_000_000), self._interval_us, self._burst, claim_value, claim_ttl_s,
+                "1" if charge else "0"]
         try:
             async with asyncio.timeout(RATE_LIMIT_TIMEOUT_S):
                 wait_us, flat, owner = await self._call(keys, args)

@@ -151,12 +151,14 @@ async def locate(app: web.Application, wallet_id: str, *, strong: bool = False, 
     return found
 
 
-async def wallet_currency(app: web.Application, wallet_id: str) -> str | None:
-    """The currency of an existing wallet (None when it does not exist); remembered once known."""
+async def wallet_currency(app: web.Application, wallet_id: str, passage: Passage | None = None) -> str | None:
+    """The currency of an existing wallet (None when it does not exist); remembered once known.
+
+    `passage`: a gate call that may already have read the wallet's Redis hash (see `locate`)."""
     cache = app[WALLET_CURRENCIES]
     currency = cache.get(wallet_id)
     if currency is None:
-        found = await locate(app, wallet_id)
+        found = await locate(app, wallet_id, passage=passage)
         if found is None:
             return None
         currency = remember_currency(app, wallet_id, found["currency"])

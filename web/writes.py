@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from agents.redis_sink import wallet_key
 from app import identity
 from app.domain import commands as c
 from app.domain.limits import Limits
@@ -27,9 +28,9 @@ from app.intake import HOLD_ID_RE
 from app.readmodel import command_outcomes
 from app.replies import REPLY_CONFLICT, REPLY_INVALID
 from web import render, validation
-from web.access import ADMIN, PRINCIPAL, WRITE, authorize, pass_gate
+from web.access import ADMIN, PRINCIPAL, WRITE, authorize, pass_gate, pay_before_lookup
 from web.commands import GatewayBusy, GatewayUnavailable
-from web.context import GATEWAY, REDIS, SETTINGS
+from web.context import GATEWAY, REDIS, SETTINGS, WALLET_CURRENCIES
 from web.problems import ProblemError
 from web.reads import (PENDING_KEY_PREFIX, STORE_TIMEOUT_S, StoreDown, path_wallet_id, primary_row,
                         remember_currency, wallet_currency)
@@ -102,7 +103,10 @@ def _max_minor(request: web.Request, currency: str) -> int:
 
 
 async def _existing_currency(request: web.Request, wallet_id: str) -> str:
-    currency = await wallet_currency(request.app, wallet_id)
+    passage = None
+    if wallet_id not in request.app[WALLET_CURRENCIES]:  # a store lookup: the request pays its rate limit first
+        passage = await pay_before_lookup(request, wallet_key=wallet_key(wallet_id))
+    currency = await wallet_currency(request.app, wallet_id, passage)
     if currency is None:
         raise ProblemError(404, "WALLET_NOT_FOUND", "Unknown wallet", f"no wallet {wallet_id}")
     return currency

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from agents.redis_sink import make_client
-from web.ratelimit import RateLimiter
+from web.ratelimit import Passage, RateLimiter
 
 
 @pytest.fixture
@@ -69,3 +69,15 @@ async def test_the_limit_fails_open_when_redis_does_not_answer(stack):
     finally:
         await client.aclose()
     assert (passage.redis_ok, passage.retry_after_s) == (False, 0)
+
+
+async def test_a_call_that_does_not_charge_claims_and_reads_without_spending_the_budget(redis_client):
+    limiter = RateLimiter(redis_client, per_s=1, burst=2)
+    key, claim_key = _key(), f"idempotency:{_key()}"
+    assert (await limiter.pass_(key)).retry_after_s == 0  # charged: one of two left
+    uncharged = [await limiter.pass_(key, charge=False, claim_key=claim_key, claim_value="w-1", claim_ttl_s=60)
+                 for _ in range(5)]
+    assert all(p.retry_after_s == 0 and p.claim_owner == "w-1" for p in uncharged)
+    assert (await limiter.pass_(key)).retry_after_s == 0, "the uncharged calls left the second request"
+    assert (await limiter.pass_(key)).retry_after_s >= 1
+    assert await limiter.pass_(key, charge=False) == Passage(), "nothing to do: no round trip, nothing refused"

@@ -1,0 +1,54 @@
+"""`wallet reconcile` finds money in transit in the event log and reports transfers stuck there longer than the
+bound (app/reconcile.py `in_transit`, `stuck_in_transit`)."""
+
+from __future__ import annotations
+
+from app.domain import events as e
+from app.reconcile import in_transit, stuck_in_transit
+
+NOW_MS = 1_700_000_000_000
+MAX_S = 300
+_CHAIN = {"version": 2, "balance_after_minor": 0, "available_after_minor": 0, "held_after_minor": 0, "hash": "0" * 64}
+
+
+def debit(transfer_id: str, age_s: float, amount_minor: int = 500) -> e.TransferDebited:
+    return e.TransferDebited(wallet_id="alice", command_id=transfer_id, timestamp_ms=NOW_MS - int(age_s * 1000),
+                             transfer_id=transfer_id, destination_wallet_id="bob", amount_minor=amount_minor,
+                             currency="EUR", reference="", **_CHAIN)
+
+
+def credit(transfer_id: str) -> e.TransferCredited:
+    return e.TransferCredited(wallet_id="bob", command_id=f"{transfer_id}:credit", timestamp_ms=NOW_MS,
+                              transfer_id=transfer_id, source_wallet_id="alice", amount_minor=500, currency="EUR",
+                              **_CHAIN)
+
+
+def refund(transfer_id: str) -> e.TransferRefunded:
+    return e.TransferRefunded(wallet_id="alice", command_id=f"{transfer_id}:refund", timestamp_ms=NOW_MS,
+                              transfer_id=transfer_id, destination_wallet_id="bob", amount_minor=500,
+                              currency="EUR", reason_code="WALLET_CLOSED", **_CHAIN)
+
+
+def test_credited_and_refunded_transfers_are_not_in_transit_whichever_leg_comes_first():
+    events = [credit("t-credited-first"), debit("t-credited-first", 900), debit("t-credited", 900),
+              credit("t-credited"), debit("t-refunded", 900), refund("t-refunded"), debit("t-open", 900)]
+    assert [d.transfer_id for d in in_transit(events)] == ["t-open"]
+
+
+def test_a_transfer_in_transit_longer_than_the_bound_is_a_difference_naming_it():
+    [line] = stuck_in_transit(in_transit([debit("t-stuck", 3600, amount_minor=1234)]), NOW_MS, MAX_S)
+    assert line == ("transfer t-stuck: in transit for 3600 s (transfer_in_transit_max_s is 300): 1234 minor units "
+                    "of EUR debited from alice, neither credited to bob nor refunded")
+
+
+def test_transfers_in_transit_within_the_bound_are_not_differences():
+    unsettled = in_transit([debit("t-young", 1), debit("t-at-the-bound", MAX_S + 0.999)])
+    assert len(unsettled) == 2
+    assert stuck_in_transit(unsettled, NOW_MS, MAX_S) == []
+
+
+def test_every_stuck_transfer_is_reported_oldest_first_and_younger_ones_are_left_out():
+    events = [debit("t-young", 10), debit("t-older", 400), debit("t-oldest", 7200), debit("t-settled", 9000),
+              credit("t-settled")]
+    stuck = stuck_in_transit(in_transit(events), NOW_MS, MAX_S)
+    assert [line.split(":")[0] for line in stuck] == ["transfer t-oldest", "transfer t-older"]
