@@ -54,7 +54,7 @@ from app.kafka import RecordBatches, consumer_options, partition_for, producer_o
 from app.settings import Settings
 from app.topics import check_partitions
 from agents.deciding import decide_command
-from agents.gauges import publish_gauges
+from agents.gauges import forget_gauges, publish_gauges
 from agents.hold_expiry import HoldExpiry
 from agents.membership import MemberInfo, Plan, assignor_for
 from agents.restore import restore
@@ -196,7 +196,7 @@ class Processor:
         self._rebalance_started = time.perf_counter()
         async with self._lock:  # the batch in flight commits (or fails) first
             for partition in sorted({tp.partition for tp in revoked} & set(self.stores)):
-                del self.stores[partition]
+                forget_gauges(partition, self.stores.pop(partition))
                 producer = self.producers.pop(partition)
                 await producer.stop()
                 metrics.processor_partitions_owned.set(len(self.stores))
@@ -246,7 +246,8 @@ class Processor:
             client_id=f"{self.settings.app_id}-processor:{self.table_port}",
             session_timeout_ms=self.settings.processor_session_timeout_ms,
             heartbeat_interval_ms=self.settings.processor_session_timeout_ms // 3,
-            max_poll_interval_ms=self.settings.processor_max_poll_interval_ms))
+            max_poll_interval_ms=self.settings.processor_max_poll_interval_ms,
+            group_instance_id=self.member_name if self.settings.processor_static_membership else None))
         self._restore_consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
         self._consumer = consumer
         # at_least_once (the crash test's demonstration only): one plain producer, offsets committed after.
@@ -423,6 +424,13 @@ class Processor:
     def _report_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Lag = last stable offset seen by the last fetch minus our next offset, per partition."""
         self._positions.update(offsets)
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self._positions if tp not in assigned]:
+            del self._positions[tp]  # moved to another worker: its lag is reported there
+            try:
+                metrics.processor_consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
         for tp, position in self._positions.items():
             end = consumer.last_stable_offset(tp)
             if end is not None:

@@ -122,8 +122,13 @@ class Settings:
     # Members that keep a warm copy of each partition's store by tailing wallet.events (0: none). A takeover
     # by a warm standby replays the lag, not the partition's history.
     processor_standby_replicas: int = 1
-    # A processor silent this long (no heartbeat) leaves the group and its partitions move: the failover bound.
-    processor_session_timeout_ms: int = 10_000
+    # A processor silent this long (no heartbeat) leaves the group and its partitions move: the failover
+    # bound. The broker's minimum (group.min.session.timeout.ms) is 6 s.
+    processor_session_timeout_ms: int = 6_000
+    # Static membership (Kafka's group.instance.id = the member name): a restarted worker takes its old place
+    # at once, with no rebalance. The price: a stopped static worker keeps its partitions until the session
+    # times out, so scale-in and a worker that will not come back cost processor_session_timeout_ms.
+    processor_static_membership: bool = False
     # The longest one batch or one partition's catch-up may take between two polls before the member is
     # considered stuck and its partitions move.
     processor_max_poll_interval_ms: int = 300_000
