@@ -238,7 +238,7 @@ class Processor:
 
     async def run(self) -> None:
         """Process until cancelled; any fault propagates (the worker exits non-zero)."""
-        await asyncio.to_thread(check_partitions, self.settings)
+        metrics.processor_partitions_total.set(await asyncio.to_thread(check_partitions, self.settings))
         await asyncio.to_thread(self._open_local_stores)
         assignor = assignor_for(self.member_info, self._on_plan, self.settings.processor_standby_replicas)
         consumer = AIOKafkaConsumer(**consumer_options(

@@ -34,6 +34,8 @@ processor_decide_seconds = Histogram(
     "wallet_processor_decide_seconds", "Time spent in decide/evolve per batch.", buckets=_LATENCY_BUCKETS_S)
 end_to_end_seconds = Histogram(
     "wallet_end_to_end_seconds", "Command timestamp to committed outcome event.", buckets=_LATENCY_BUCKETS_S)
+processor_partitions_total = Gauge(
+    "wallet_processor_partitions_total", "Partitions of wallet.commands (what the group must own in total).")
 processor_partitions_owned = Gauge(
     "wallet_processor_partitions_owned", "Partitions this processor worker owns in the group (caught up).")
 processor_standby_partitions = Gauge(
