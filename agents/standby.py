@@ -79,16 +79,20 @@ class StandbyTailer:
                     for tp in tps:
                         consumer.seek(tp, self._open_store(tp.partition).events_offset)
                 if not assigned:
+                    metrics.processor_standby_lag_events_max.set(0)
                     await self._changed.wait()
                     continue
                 batch = await consumer.getmany(timeout_ms=STANDBY_FETCH_WAIT_MS,
                                                max_records=STANDBY_FETCH_RECORDS_MAX)
                 self._fold(batch)
+                worst = 0
                 for tp in consumer.assignment():
                     end = consumer.last_stable_offset(tp)
                     if end is not None and tp.partition in self.partitions:
                         lag = max(0, end - self._stores[tp.partition].events_offset)
                         metrics.processor_standby_lag_events.labels(str(tp.partition)).set(lag)
+                        worst = max(worst, lag)
+                metrics.processor_standby_lag_events_max.set(worst)
         finally:
             await consumer.stop()
 

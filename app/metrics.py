@@ -43,6 +43,9 @@ processor_standby_partitions = Gauge(
 processor_standby_lag_events = Gauge(
     "wallet_processor_standby_lag_events", "Events of wallet.events a standby store is behind, per partition.",
     ["partition"])
+processor_standby_lag_events_max = Gauge(
+    "wallet_processor_standby_lag_events_max",
+    "The most events any standby store of this worker is behind (0 when it stands by for none).")
 processor_rebalances_total = Counter(
     "wallet_processor_rebalances_total", "Group rebalances this processor worker took part in.")
 processor_rebalance_seconds = Histogram(
