@@ -22,6 +22,19 @@ def gauge_deltas(event: e.EventBase) -> tuple[int, int]:
     return 0, 0
 
 
+def forget_gauges(partition: int, store: PartitionStore) -> None:
+    """Stop exporting a partition's figures (it moved: its new owner exports them, never both)."""
+    for currency in store.gauges()["in_transit"]:
+        try:
+            metrics.money_in_transit_minor.remove(str(partition), currency)
+        except KeyError:
+            pass
+    try:
+        metrics.holds_open.remove(str(partition))
+    except KeyError:
+        pass
+
+
 def publish_gauges(stores: Iterable[tuple[int, PartitionStore]]) -> None:
     for partition, store in stores:
         figures = store.gauges()

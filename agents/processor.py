@@ -1,7 +1,10 @@
 """The command processor: the one exactly-once part of the ledger.
 
-One processor instance owns a fixed set of partitions (`p % instances == instance`) of the
-co-partitioned topics `wallet.commands` and `wallet.transfer-legs`. Per batch it runs one Kafka
+Processor workers share the partitions of the co-partitioned topics `wallet.commands` and
+`wallet.transfer-legs` through one Kafka consumer group (agents/membership.py): start one more and it takes
+partitions, stop or lose one and the others take its partitions over. Each owned partition has its own
+transactional producer (`<app_id>-processor-p<partition>`, the pattern Kafka Streams' first exactly-once mode
+and Faust use, because aiokafka has no KIP-447 group metadata). Per batch, each partition runs one Kafka
 transaction that holds, atomically:
 - the outcome event of every command (to `wallet.events`, same partition as the command),
 - the transfer legs those outcomes call for (agents/transfer_relay.py) and the hold-expiry releases
@@ -9,9 +12,14 @@ transaction that holds, atomically:
 - commands that arrived on a partition that is not their wallet's, forwarded to their wallet's partition
   in the order they arrived (agents/routing.py),
 - poison messages (to `wallet.commands.dlq`, with the reason in headers),
-- the consumed offsets of both input topics.
-The transactional id is `<app_id>-processor-<instance>`: a restarted instance fences its predecessor,
-whose open transaction is aborted, so nothing it did is seen by read_committed readers.
+- the consumed offsets of both input topics for that partition.
+The partition's new owner starts the partition's producer before anything else: that fences the previous
+owner (a crashed, paused or partitioned zombie) and aborts its open transaction, so nothing it does later
+is seen by read_committed readers; its next commit fails and it exits (`ProducerFenced`).
+Handover: on revoke, the batch in flight finishes (commit or abort) and the partition's producer stops; the
+store stays open as a warm standby. On assign, the store is caught up to the committed end of
+`wallet.events` before the first command (agents/restore.py). Transactions of different partitions commit
+in parallel.
 
 State lives in `tables.wallet_store.PartitionStore` (RocksDB) and is written only after the commit.
 Its changelog is the event log itself (see the store's docstring); at start-up each store is caught
@@ -32,7 +40,8 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ProducerFenced
 
 from app import metrics
 from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
@@ -45,10 +54,12 @@ from app.kafka import RecordBatches, consumer_options, partition_for, producer_o
 from app.settings import Settings
 from app.topics import check_partitions
 from agents.deciding import decide_command
-from agents.gauges import publish_gauges
+from agents.gauges import forget_gauges, publish_gauges
 from agents.hold_expiry import HoldExpiry
+from agents.membership import MemberInfo, Plan, assignor_for
 from agents.restore import restore
 from agents.retention import RetentionSweep
+from agents.standby import StandbyTailer
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
@@ -88,11 +99,8 @@ class _AtLeastOnce:
         if self._offsets:
             await self._consumer.commit(self._offsets)
 
-
-def owned_partitions(partitions: int, instance: int, instances: int) -> list[int]:
-    if not 0 <= instance < instances:
-        raise ValueError(f"instance {instance} is not in 0..{instances - 1}")
-    return [p for p in range(partitions) if p % instances == instance]
+    async def stop(self) -> None:
+        """The shared producer outlives a partition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,23 +112,36 @@ class _Send:
     headers: list[tuple[str, bytes]]
 
 
-class Processor:
-    """Decides commands for the partitions of one instance; see the module docstring."""
+class PartitionFenced(RuntimeError):
+    """Another worker took this partition over while this one was paused or cut off (a zombie).
 
-    def __init__(self, settings: Settings, *, instance: int = 0, instances: int = 1,
+    Operator action: none; the worker exits and its supervisor restarts it as a new group member.
+    """
+
+
+class Processor:
+    """Decides commands for the partitions this worker owns in the group; see the module docstring."""
+
+    def __init__(self, settings: Settings, *, member_name: str, table_port: int = 0,
                  registry: SchemaRegistry | None = None) -> None:
         self.settings = settings
-        self.instance = instance
+        self.member_name = member_name
+        self.table_port = table_port
         self.limits = Limits(amount_max_major=settings.amount_max_major,
                              holds_open_max=settings.holds_open_max)
         self.registry = registry or SchemaRegistry(settings.registry_url)
         self.commands = CommandCodec(self.registry, settings.commands_topic)
         self.legs = CommandCodec(self.registry, settings.transfer_legs_topic)
         self.events = EventCodec(self.registry, settings.events_topic)
-        self.partitions = owned_partitions(settings.partitions, instance, instances)
         self.group_id = f"{settings.app_id}-processor"
-        self.transactional_id = f"{settings.app_id}-processor-{instance}"
-        self.stores: dict[int, PartitionStore] = {}
+        self.state_root = settings.state_dir / "processor" / member_name
+        self.stores: dict[int, PartitionStore] = {}  # owned and caught up
+        self.local: dict[int, PartitionStore] = {}  # every open local store: owned, standby or warm
+        self.producers: dict[int, AIOKafkaProducer] = {}
+        self.plan = Plan({}, {})
+        self.standby = StandbyTailer(settings, self.events, self.local)
+        self.standby.bind(self._store)
+        self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._hold_expiry = HoldExpiry()
         self._retention = RetentionSweep(settings.command_retention_s, settings.retention_sweep_interval_s)
         self._last_now_ms = 0
@@ -128,6 +149,8 @@ class Processor:
         self._positions: dict[TopicPartition, int] = {}
         self._sends_total = 0
         self._applied = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._rebalance_started = 0.0
 
     def batch_applied(self) -> asyncio.Event:
         """An event set when the next batch's state is committed to the stores (for strong reads)."""
@@ -142,95 +165,156 @@ class Processor:
         self._last_now_ms = max(self._last_now_ms, int(time.time() * 1000))
         return self._last_now_ms
 
-    # ------------------------------------------------------------ lifecycle
+    def owns(self, partition: int) -> bool:
+        """Whether this worker owns `partition` and its store is caught up (strong reads may be served)."""
+        return partition in self.stores
 
-    async def run(self) -> None:
-        """Process until cancelled; any fault propagates (the worker exits non-zero)."""
-        await asyncio.to_thread(check_partitions, self.settings)
-        state_root = self.settings.state_dir / "processor"
-        self.stores = {p: PartitionStore(state_root / f"p{p}") for p in self.partitions}
-        transactional = self.settings.processing_guarantee == "exactly_once"
+    # ------------------------------------------------------------ membership
+
+    def member_info(self) -> MemberInfo:
+        """Sent when joining the group: how warm each local store is."""
+        return MemberInfo(self.member_name, {p: store.events_offset for p, store in self.local.items()})
+
+    def _on_plan(self, plan: Plan) -> None:
+        self.plan = plan
+        self.standby.follow({p for p, names in plan.standbys.items()
+                             if self.member_name in names and plan.owners.get(p) != self.member_name})
+
+    def _open_local_stores(self) -> None:
+        """Open the stores this member kept on disk: they make it the warm choice for their partitions."""
+        if self.state_root.is_dir():
+            for path in sorted(self.state_root.glob("p*")):
+                if path.name[1:].isdigit() and int(path.name[1:]) < self.settings.partitions:
+                    self.local[int(path.name[1:])] = PartitionStore(path)
+
+    def _store(self, partition: int) -> PartitionStore:
+        if partition not in self.local:
+            self.local[partition] = PartitionStore(self.state_root / f"p{partition}")
+        return self.local[partition]
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._rebalance_started = time.perf_counter()
+        async with self._lock:  # the batch in flight commits (or fails) first
+            for partition in sorted({tp.partition for tp in revoked} & set(self.stores)):
+                forget_gauges(partition, self.stores.pop(partition))
+                producer = self.producers.pop(partition)
+                await producer.stop()
+                metrics.processor_partitions_owned.set(len(self.stores))
+                log.info("partition revoked", extra={"partition": partition, "member": self.member_name})
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        started = time.perf_counter()
+        async with self._lock:
+            for partition in sorted({tp.partition for tp in assigned} - set(self.stores)):
+                self.standby.release(partition)
+                self.producers[partition] = await self._partition_producer(partition)
+                store = self._store(partition)
+                await restore(self._restore_consumer, self.settings.events_topic, self.events, partition, store,
+                              self.settings.command_retention_s)
+                self.stores[partition] = store
+                log.info("partition assigned", extra={"partition": partition, "member": self.member_name})
+            metrics.processor_partitions_owned.set(len(self.stores))
+            publish_gauges(self.stores.items())
+        metrics.processor_rebalances_total.inc()
+        metrics.processor_rebalance_seconds.observe(time.perf_counter() - min(started, self._rebalance_started or started))
+        self._rebalance_started = 0.0
+        self.ready.set()
+
+    async def _partition_producer(self, partition: int):
+        """The partition's transactional producer, started: starting it fences the previous owner and aborts
+        its open transaction, so the log is settled before the store is caught up from it."""
+        if self.settings.processing_guarantee != "exactly_once":
+            return _AtLeastOnce(self._shared_producer, self._consumer)
         # A transaction that starts right after the previous commit often hears CONCURRENT_TRANSACTIONS
         # until the broker has written the commit markers (KAFKA-5477); aiokafka then sleeps
         # retry_backoff_ms (default 100 ms) before retrying, which puts 100-200 ms on random commands.
         producer = AIOKafkaProducer(**producer_options(
-            self.settings, transactional_id=self.transactional_id if transactional else None,
+            self.settings, transactional_id=f"{self.settings.app_id}-processor-p{partition}",
             retry_backoff_ms=self.settings.transaction_retry_backoff_ms))
-        consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.group_id))
+        await producer.start()
+        return producer
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Process until cancelled; any fault propagates (the worker exits non-zero)."""
+        metrics.processor_partitions_total.set(await asyncio.to_thread(check_partitions, self.settings))
+        await asyncio.to_thread(self._open_local_stores)
+        assignor = assignor_for(self.member_info, self._on_plan, self.settings.processor_standby_replicas)
+        consumer = AIOKafkaConsumer(**consumer_options(
+            self.settings, self.group_id, partition_assignment_strategy=(assignor,),
+            client_id=f"{self.settings.app_id}-processor:{self.table_port}",
+            session_timeout_ms=self.settings.processor_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.processor_session_timeout_ms // 3,
+            max_poll_interval_ms=self.settings.processor_max_poll_interval_ms,
+            group_instance_id=self.member_name if self.settings.processor_static_membership else None))
+        self._restore_consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
+        self._consumer = consumer
+        # at_least_once (the crash test's demonstration only): one plain producer, offsets committed after.
+        self._shared_producer = AIOKafkaProducer(**producer_options(self.settings))
         try:
-            # Starting the transactional producer fences an earlier instance with the same id and
-            # aborts its open transaction, so the events log is settled before we restore from it.
-            await producer.start()
-            await self._restore_all()
+            await self._shared_producer.start()
+            await self._restore_consumer.start()
             await consumer.start()
-            consumer.assign([TopicPartition(topic, p) for p in self.partitions
-                             for topic in (self.settings.commands_topic, self.settings.transfer_legs_topic)])
-            log.info("processor ready", extra={"instance": self.instance, "partitions": self.partitions})
-            self.ready.set()
-            await self._loop(consumer, producer if transactional else _AtLeastOnce(producer, consumer))
+            consumer.subscribe([self.settings.commands_topic, self.settings.transfer_legs_topic],
+                               listener=_Rebalance(self))
+            log.info("processor joining", extra={"member": self.member_name, "group": self.group_id})
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.standby.run(), name="standby")
+                tasks.create_task(self._loop(consumer), name="processor-loop")
         finally:
             await consumer.stop()
-            await producer.stop()
-            for store in self.stores.values():
+            await self._restore_consumer.stop()
+            for producer in self.producers.values():
+                await producer.stop()
+            await self._shared_producer.stop()
+            self.standby.close()
+            for store in self.local.values():
                 store.close()
 
-    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
         batch_wait_ms = self.settings.processor_batch_wait_ms
         batch_max = self.settings.processor_batch_size_max
         while True:
             batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
-            now_ms, monotonic_s = self._now_ms(), time.monotonic()
-            releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)
-            metrics.holds_expired_total.inc(len(releases))
-            self._retention.maybe_sweep(self.stores.values(), now_ms, monotonic_s)
-            if batch or releases:
-                sends = [_Send(self.settings.transfer_legs_topic, release.wallet_id.encode(),
-                               self.legs.encode(release), None, []) for release in releases]
-                await self._process(producer, batch, sends)
+            async with self._lock:
+                now_ms, monotonic_s = self._now_ms(), time.monotonic()
+                releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)
+                metrics.holds_expired_total.inc(len(releases))
+                self._retention.maybe_sweep(self.stores.values(), now_ms, monotonic_s)
+                # Records of a partition revoked while they waited for the lock go to its new owner.
+                batch = {tp: records for tp, records in batch.items() if tp.partition in self.stores}
+                if batch or releases:
+                    await self._process(batch, releases)
             self._report_lag(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
 
-    # ------------------------------------------------------------ one batch, one transaction
+    # ------------------------------------------------------------ one batch, one transaction per partition
 
-    async def _process(self, producer: AIOKafkaProducer, batch: dict, releases: list[_Send]) -> None:
+    async def _process(self, batch: dict, releases: list) -> None:
         started = time.perf_counter()
         now_ms = self._now_ms()
-        sends: list[_Send] = list(releases)
+        sends: dict[int, list[_Send]] = {}
+        for release in releases:
+            partition = partition_for(release.wallet_id.encode(), self.settings.partitions)
+            sends.setdefault(partition, []).append(_Send(self.settings.transfer_legs_topic,
+                                                         release.wallet_id.encode(), self.legs.encode(release),
+                                                         partition, []))
         decided: list[int] = []  # command timestamps, for the end-to-end latency
         outcomes: Tally = Tally()
-        offsets: dict[TopicPartition, int] = {}
+        offsets: dict[int, dict[TopicPartition, int]] = {}
         size = 0
         for tp, records in batch.items():
             store = self.stores[tp.partition]
             public = tp.topic == self.settings.commands_topic
             codec = self.commands if public else self.legs
+            out = sends.setdefault(tp.partition, [])
             for record in records:
-                self._decide_one(store, codec, tp, record, public, now_ms, sends, decided, outcomes)
-            offsets[tp] = records[-1].offset + 1
+                self._decide_one(store, codec, tp, record, public, now_ms, out, decided, outcomes)
+            offsets.setdefault(tp.partition, {})[tp] = records[-1].offset + 1
             size += len(records)
         decide_done = time.perf_counter()
-
-        await producer.begin_transaction()
-        batches = RecordBatches(producer)
-        partitions = self.settings.partitions
-        for send in sends:
-            partition = send.partition
-            if partition is None:
-                partition = partition_for(send.key, partitions) if send.key is not None else 0
-            await batches.add(send.topic, partition, send.key, send.value, send.headers)
-            self._sends_total += 1
-            if self._sends_total == self.settings.fault_kill_after_sends:
-                await batches.submit()
-                await self._die_mid_batch(producer)
-        await batches.submit()
-        if offsets:
-            await producer.send_offsets_to_transaction(offsets, self.group_id)
-        await producer.commit_transaction()
-        # The batches are delivered: a commit waits for every record of the transaction.
-        for (topic, partition), offset in batches.last_offsets().items():
-            if topic == self.settings.events_topic:
-                self.stores[partition].changes.events_offset = offset + 1
-        for store in self.stores.values():
-            store.apply()
+        await asyncio.gather(*(self._commit(partition, out, offsets.get(partition, {}))
+                               for partition, out in sends.items()))
         self._announce_applied()
         publish_gauges(self.stores.items())
 
@@ -242,6 +326,35 @@ class Processor:
         metrics.processor_batch_size.observe(size)
         metrics.processor_decide_seconds.observe(decide_done - started)
         metrics.processor_batch_seconds.observe(time.perf_counter() - started)
+
+    async def _commit(self, partition: int, sends: list[_Send], offsets: dict[TopicPartition, int]) -> None:
+        """One transaction of `partition`'s producer: its outputs and its input offsets; then its store."""
+        producer = self.producers[partition]
+        store = self.stores[partition]
+        try:
+            await producer.begin_transaction()
+            batches = RecordBatches(producer)
+            for send in sends:
+                target = send.partition
+                if target is None:
+                    target = partition_for(send.key, self.settings.partitions) if send.key is not None else 0
+                await batches.add(send.topic, target, send.key, send.value, send.headers)
+                self._sends_total += 1
+                if self._sends_total == self.settings.fault_kill_after_sends:
+                    await batches.submit()
+                    await self._die_mid_batch(producer)
+            await batches.submit()
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
+        except ProducerFenced as exc:
+            store.discard()
+            raise PartitionFenced(f"partition {partition} was taken over by another worker") from exc
+        # The batches are delivered: a commit waits for every record of the transaction.
+        for (topic, target), offset in batches.last_offsets().items():
+            if topic == self.settings.events_topic and target == partition:
+                store.changes.events_offset = offset + 1
+        store.apply()
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,
                     now_ms: int, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
@@ -311,20 +424,27 @@ class Processor:
     def _report_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Lag = last stable offset seen by the last fetch minus our next offset, per partition."""
         self._positions.update(offsets)
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self._positions if tp not in assigned]:
+            del self._positions[tp]  # moved to another worker: its lag is reported there
+            try:
+                metrics.processor_consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
         for tp, position in self._positions.items():
             end = consumer.last_stable_offset(tp)
             if end is not None:
                 metrics.processor_consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
 
-    # ------------------------------------------------------------ restore
 
-    async def _restore_all(self) -> None:
-        consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
-        await consumer.start()
-        try:
-            for partition, store in self.stores.items():
-                await restore(consumer, self.settings.events_topic, self.events, partition, store,
-                              self.settings.command_retention_s)
-            publish_gauges(self.stores.items())
-        finally:
-            await consumer.stop()
+class _Rebalance(ConsumerRebalanceListener):
+    """Hands partitions over cleanly: see `Processor._on_revoked` and `Processor._on_assigned`."""
+
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self._processor._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self._processor._on_assigned(set(assigned))

@@ -1,10 +1,10 @@
 """The worker's own web view: `/metrics`, and reads of the processor's table for strong reads.
 
-`GET /internal/v1/wallets/{wallet_id}?min_version=N` answers from the committed state of the partition
-this instance owns (never a staged batch that may still abort), waiting up to `timeout_ms` for the
-state to reach version N: the API routes `?consistency=strong` and `min_version` reads here, to the
-instance that owns the wallet's partition (`partition % processor_instances`). 421 when this instance
-does not own the partition (a routing mistake: the settings of the API and the worker disagree).
+`GET /internal/v1/wallets/{wallet_id}?min_version=N` answers from the committed state of a partition this
+worker owns (never a staged batch that may still abort), waiting up to `timeout_ms` for the state to reach
+version N: the API routes `?consistency=strong` and `min_version` reads here, to the worker the live group
+assignment names (web/owners.py). 421 when this worker does not own the partition, or is still catching it
+up: the partition is moving, and the API asks the group again.
 Internal: it listens on the worker port, which is not exposed outside the deployment's network.
 """
 
@@ -47,10 +47,9 @@ async def read_wallet(request: web.Request) -> web.Response:
         wait_ms = min(int(request.query.get("timeout_ms", "0")), TABLE_WAIT_MS_MAX)
     except ValueError:
         return web.json_response({"error": "min_version and timeout_ms are integers"}, status=400)
-    await processor.ready.wait()
     store = processor.stores.get(partition_for(wallet_id.encode(), request.app[SETTINGS].partitions))
     if store is None:
-        return web.json_response({"error": "this instance does not own the wallet's partition"}, status=421)
+        return web.json_response({"error": "this worker does not own the wallet's partition (now)"}, status=421)
     deadline = time.monotonic() + wait_ms / 1000
     while True:
         state = store.committed_wallet(wallet_id)

@@ -36,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="topics, schemas, migrations")
     worker = sub.add_parser("worker", help="run roles in the foreground")
     worker.add_argument("--role", action="append", choices=["processor", "sinks", "web", "all"])
-    worker.add_argument("--instance", type=int, default=0, help="processor instance index (0-based)")
-    worker.add_argument("--instances", type=int, default=None,
-                        help="processor instances in total (default: WALLET_PROCESSOR_INSTANCES)")
+    worker.add_argument("--instance", type=int, default=0,
+                        help="worker slot on this host (0-based): its port is WALLET_WORKER_WEB_PORT + slot and its "
+                             "processor's group member name `<host>-<slot>`")
     sub.add_parser("run", help="stack up, init, and every role in the foreground")
     sub.add_parser("rebuild", help="drop and rebuild MySQL and Redis from wallet.events")
     reconcile = sub.add_parser("reconcile", help="compare table, event replay, MySQL and Redis; exit 1 on any difference")
@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             api_keys, dev_key = _api_keys(settings)
             if dev_key:
                 print(f"development API key (all scopes): {dev_key}", flush=True)
-        return worker.main(settings, roles, instance=args.instance,
-                           instances=args.instances or settings.processor_instances, api_keys=api_keys)
+        return worker.main(settings, roles, instance=args.instance, api_keys=api_keys)
     if args.command == "rebuild":
         from app import rebuild
 

@@ -34,6 +34,24 @@ processor_decide_seconds = Histogram(
     "wallet_processor_decide_seconds", "Time spent in decide/evolve per batch.", buckets=_LATENCY_BUCKETS_S)
 end_to_end_seconds = Histogram(
     "wallet_end_to_end_seconds", "Command timestamp to committed outcome event.", buckets=_LATENCY_BUCKETS_S)
+processor_partitions_total = Gauge(
+    "wallet_processor_partitions_total", "Partitions of wallet.commands (what the group must own in total).")
+processor_partitions_owned = Gauge(
+    "wallet_processor_partitions_owned", "Partitions this processor worker owns in the group (caught up).")
+processor_standby_partitions = Gauge(
+    "wallet_processor_standby_partitions", "Partitions this processor worker keeps a warm standby store of.")
+processor_standby_lag_events = Gauge(
+    "wallet_processor_standby_lag_events", "Events of wallet.events a standby store is behind, per partition.",
+    ["partition"])
+processor_standby_lag_events_max = Gauge(
+    "wallet_processor_standby_lag_events_max",
+    "The most events any standby store of this worker is behind (0 when it stands by for none).")
+processor_rebalances_total = Counter(
+    "wallet_processor_rebalances_total", "Group rebalances this processor worker took part in.")
+processor_rebalance_seconds = Histogram(
+    "wallet_processor_rebalance_seconds",
+    "From a revoke (or the join) to the new partitions caught up and processing, per rebalance.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120))
 processor_consumer_lag = Gauge(
     "wallet_processor_consumer_lag", "Messages not yet processed, per topic partition.", ["topic", "partition"])
 holds_expired_total = Counter(

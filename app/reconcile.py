@@ -117,7 +117,13 @@ def _table_states(settings: Settings) -> dict[str, WalletState] | None:
     from tables.wallet_store import decode_state, open_read_only
 
     root = settings.state_dir / "processor"
-    paths = [root / f"p{p}" for p in range(settings.partitions) if (root / f"p{p}").exists()]
+    # Every processor worker on this host keeps its stores under its member name; the freshest copy of each
+    # partition (owner or standby: the highest events offset) is the one compared.
+    paths = []
+    for partition in range(settings.partitions):
+        copies = [path for path in root.glob(f"*/p{partition}") if path.is_dir()]
+        if copies:
+            paths.append(max(copies, key=_events_offset))
     if not paths:
         return None
     states: dict[str, WalletState] = {}
@@ -132,6 +138,17 @@ def _table_states(settings: Settings) -> dict[str, WalletState] | None:
         finally:
             db.close()
     return states
+
+
+def _events_offset(path) -> int:
+    from tables.wallet_store import open_read_only
+
+    db = open_read_only(path)
+    try:
+        raw = db.get(b"m/events_offset")
+        return int(raw) if raw is not None else 0
+    finally:
+        db.close()
 
 
 async def _mysql(settings: Settings, wallet_ids: list[str]):

@@ -18,7 +18,8 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "transfer_in_transit_max_s", "transfer_in_transit_poll_interval_s",
-             "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_instances",
+             "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_session_timeout_ms",
+             "processor_max_poll_interval_ms", "processor_workers",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
@@ -124,12 +125,24 @@ class Settings:
     # `transfers` table on the replica; bounds how late the gauge sees a transfer settle).
     transfer_in_transit_poll_interval_s: float = 30.0
 
-    # Processor instances (`wallet worker --instances`); the API routes strong reads to instance
-    # `partition % processor_instances`.
-    processor_instances: int = 1
-    # Base URLs of the processors' table views, comma separated, in instance order. Empty: each instance
-    # on http_host at worker_web_port + instance (the local layout).
-    table_urls: str = ""
+    # Name of this processor worker in the group (stable across restarts, so its warm stores come back to
+    # it); empty: `<hostname>-<worker --instance>`. Its stores live in state_dir/processor/<name>/.
+    processor_member_name: str = ""
+    # Members that keep a warm copy of each partition's store by tailing wallet.events (0: none). A takeover
+    # by a warm standby replays the lag, not the partition's history.
+    processor_standby_replicas: int = 1
+    # A processor silent this long (no heartbeat) leaves the group and its partitions move: the failover
+    # bound. The broker's minimum (group.min.session.timeout.ms) is 6 s.
+    processor_session_timeout_ms: int = 6_000
+    # Static membership (Kafka's group.instance.id = the member name): a restarted worker takes its old place
+    # at once, with no rebalance. The price: a stopped static worker keeps its partitions until the session
+    # times out, so scale-in and a worker that will not come back cost processor_session_timeout_ms.
+    processor_static_membership: bool = False
+    # The longest one batch or one partition's catch-up may take between two polls before the member is
+    # considered stuck and its partitions move.
+    processor_max_poll_interval_ms: int = 300_000
+    # Processor workers `make run` / `wallet run` starts (each a group member with its own store folder).
+    processor_workers: int = 1
 
     # --- HTTP ---
     # Default and largest `wait_ms` of a write: how long a request waits for its command's outcome.
@@ -180,13 +193,6 @@ class Settings:
             value = getattr(self, f.name)
             env[f"WALLET_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
-
-    def table_url(self, instance: int) -> str:
-        """Base URL of processor instance `instance`'s table view."""
-        urls = [url.strip().rstrip("/") for url in self.table_urls.split(",") if url.strip()]
-        if urls:
-            return urls[instance % len(urls)]
-        return f"http://{self.http_host}:{self.worker_web_port + instance}"
 
     @property
     def kafka_port(self) -> int:

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 
 from prometheus_client import REGISTRY
 
@@ -29,8 +30,8 @@ class WorkerFailed(Exception):
     """A role of the worker stopped with an error; the process exits with status 1."""
 
 
-async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, instances: int = 1,
-                     api_keys=None, ready: asyncio.Event | None = None) -> None:
+async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, api_keys=None,
+                     ready: asyncio.Event | None = None) -> None:
     from agents import mysql_sink, redis_sink
     from agents.processor import Processor
     from agents.projection import run_projection
@@ -46,8 +47,8 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
     processor = None
     async with asyncio.TaskGroup() as group:
         if "processor" in roles:
-            processor = await asyncio.to_thread(Processor, settings, instance=instance, instances=instances,
-                                                registry=registry)
+            processor = await asyncio.to_thread(Processor, settings, member_name=member_name(settings, instance),
+                                                table_port=settings.worker_web_port + instance, registry=registry)
             readiness.append(processor.ready)
             group.create_task(processor.run(), name="processor")
         if "sinks" in roles:
@@ -85,7 +86,12 @@ async def _signal_ready(events: list[asyncio.Event], ready: asyncio.Event) -> No
     ready.set()
 
 
-def main(settings: Settings, roles: set[str], *, instance: int, instances: int, api_keys=None,
+def member_name(settings: Settings, instance: int) -> str:
+    """This processor worker's name in the group: stable across restarts of the same slot."""
+    return settings.processor_member_name or f"{socket.gethostname()}-{instance}"
+
+
+def main(settings: Settings, roles: set[str], *, instance: int, api_keys=None,
          on_ready=None) -> int:
     """Run the worker in the foreground; 0 on SIGINT/SIGTERM, 1 when a role failed."""
 
@@ -97,7 +103,7 @@ def main(settings: Settings, roles: set[str], *, instance: int, instances: int, 
         ready = asyncio.Event()
         if on_ready is not None:
             loop.create_task(_call_when(ready, on_ready))
-        await run_worker(settings, roles, instance=instance, instances=instances, api_keys=api_keys, ready=ready)
+        await run_worker(settings, roles, instance=instance, api_keys=api_keys, ready=ready)
 
     try:
         asyncio.run(runner())

@@ -159,8 +159,8 @@ async def _measure_processor(settings: Settings, instances: int, wallets: list[s
               for w in wallets]
 
     def start() -> list[subprocess.Popen]:
-        return [_spawn(["app.cli", "worker", "--role", "processor", "--instance", str(i), "--instances",
-                        str(instances)], settings, f"processor-{i}") for i in range(instances)]
+        return [_spawn(["app.cli", "worker", "--role", "processor", "--instance", str(i)], settings,
+                       f"processor-{i}") for i in range(instances)]
 
     procs = start()
     try:

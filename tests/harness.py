@@ -87,12 +87,11 @@ def kill_leftover_workers() -> int:
 class WorkerProcess:
     """`wallet worker` as a real child process with the given settings."""
 
-    def __init__(self, settings: Settings, roles: Iterable[str], *, instance: int = 0, instances: int = 1,
+    def __init__(self, settings: Settings, roles: Iterable[str], *, instance: int = 0,
                  extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.roles = list(roles)
         self.instance = instance
-        self.instances = instances
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = settings.state_dir / f"worker-{'-'.join(self.roles)}-{instance}.log"
@@ -101,8 +100,7 @@ class WorkerProcess:
     def start(self, wait_ready: bool = True) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        argv = [sys.executable, "-m", "app.cli", "worker", "--instance", str(self.instance),
-                "--instances", str(self.instances)]
+        argv = [sys.executable, "-m", "app.cli", "worker", "--instance", str(self.instance)]
         for role in self.roles:
             argv += ["--role", role]
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
@@ -254,8 +252,11 @@ def http_json(method: str, url: str, *, key: str | None = None, body: object | N
         return err.code, dict(err.headers), json.loads(err.read() or b"{}")
 
 
-def store_path(settings: Settings, partition: int) -> Path:
-    return settings.state_dir / "processor" / f"p{partition}"
+def store_path(settings: Settings, partition: int, instance: int = 0) -> Path:
+    """The store of `partition` kept by the processor worker in slot `instance` (app/worker.py member_name)."""
+    from app.worker import member_name
+
+    return settings.state_dir / "processor" / member_name(settings, instance) / f"p{partition}"
 
 
 def create_topic(settings: Settings, prefix: str, partitions: int = 1) -> str:

@@ -23,8 +23,9 @@ from app.settings import Settings
 from web import reads, writes
 from web.access import meter_refusals
 from web.auth import ApiKeys
-from web.context import (API_KEYS, GATEWAY, KAFKA_ADMIN, MYSQL, MYSQL_PRIMARY, RATE_LIMITER, REDIS, SETTINGS,
-                         TABLE_CLIENT, WALLET_CURRENCIES)
+from web.context import (API_KEYS, GATEWAY, KAFKA_ADMIN, MYSQL, MYSQL_PRIMARY, OWNERS, RATE_LIMITER, REDIS,
+                         SETTINGS, TABLE_CLIENT, WALLET_CURRENCIES)
+from web.owners import OwnerDirectory
 from web.problems import ProblemError, problem
 
 log = logging.getLogger("wallet.web")
@@ -137,6 +138,7 @@ def create_app(settings: Settings, api_keys: ApiKeys, registry=None) -> web.Appl
         app[MYSQL] = make_engine(settings.mysql_replica_dsn or settings.mysql_dsn)
         app[MYSQL_PRIMARY] = make_engine(settings.mysql_dsn) if settings.mysql_replica_dsn else app[MYSQL]
         app[KAFKA_ADMIN] = {"client": None}
+        app[OWNERS] = OwnerDirectory(settings)
         app[TABLE_CLIENT] = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.table_read_timeout_ms / 1000))
         gateway = None

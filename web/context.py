@@ -20,4 +20,5 @@ KAFKA_ADMIN = web.AppKey("kafka_admin", dict)
 GATEWAY = web.AppKey("gateway", object)  # web.commands.CommandGateway
 RATE_LIMITER = web.AppKey("rate_limiter", object)  # web.ratelimit.RateLimiter
 TABLE_CLIENT = web.AppKey("table_client", ClientSession)  # strong reads from the processors' tables
+OWNERS = web.AppKey("owners", object)  # web.owners.OwnerDirectory: who owns each partition, from the group
 WALLET_CURRENCIES = web.AppKey("wallet_currencies", dict)  # wallet_id -> currency (bounded; never changes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,7 @@ from app.readmodel import balance_at, command_outcomes, ledger_entries, transfer
 from web import render, validation
 from web.access import READ, authorize, pass_gate
 from web.amounts import format_minor
-from web.context import MYSQL, MYSQL_PRIMARY, REDIS, SETTINGS, TABLE_CLIENT, WALLET_CURRENCIES
+from web.context import MYSQL, MYSQL_PRIMARY, OWNERS, REDIS, SETTINGS, TABLE_CLIENT, WALLET_CURRENCIES
 from web.problems import ProblemError
 from web.ratelimit import Passage
 
@@ -35,6 +36,8 @@ log = logging.getLogger("wallet.web.reads")
 
 # Bound of every Redis and MySQL call made while serving a request.
 STORE_TIMEOUT_S = 2.0
+# Pause between two attempts to find a moving partition's new owner (within table_read_timeout_ms).
+TABLE_OWNER_RETRY_S = 0.1
 # Redis key of a command the API answered 202 for, so `/v1/commands/{id}` can say "pending" until the
 # MySQL projection has its outcome.
 PENDING_KEY_PREFIX = "pending-command:"
@@ -82,21 +85,36 @@ def redis_position(found: dict[str, str] | None) -> dict[str, Any] | None:
 
 
 async def from_table(app: web.Application, wallet_id: str, min_version: int = 0) -> dict[str, Any] | None:
-    """The committed state in the owning processor's table, waiting (bounded) for `min_version`."""
+    """The committed state in the owning processor's table, waiting (bounded) for `min_version`.
+
+    The owner comes from the live group (web/owners.py). While the partition moves (no stable owner, or
+    the old owner answers 421), it asks again until `table_read_timeout_ms`; then StoreDown (a 503).
+    """
     settings = app[SETTINGS]
-    instance = partition_for(wallet_id.encode(), settings.partitions) % settings.processor_instances
-    url = settings.table_url(instance) + TABLE_PATH.format(wallet_id=wallet_id)
+    partition = partition_for(wallet_id.encode(), settings.partitions)
+    deadline = time.monotonic() + settings.table_read_timeout_ms / 1000
     wait_ms = settings.table_read_timeout_ms // 2 if min_version else 0
-    try:
-        async with app[TABLE_CLIENT].get(url, params={"min_version": str(min_version),
-                                                      "timeout_ms": str(wait_ms)}) as response:
-            if response.status == 404:
-                return None
-            if response.status != 200:
-                raise StoreDown(f"table answered {response.status}")
-            return await response.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        raise StoreDown("table") from exc
+    refresh = False
+    while True:
+        try:
+            base = await app[OWNERS].owner(partition, refresh=refresh)
+            if base is not None:
+                async with app[TABLE_CLIENT].get(base + TABLE_PATH.format(wallet_id=wallet_id),
+                                                 params={"min_version": str(min_version),
+                                                         "timeout_ms": str(wait_ms)}) as response:
+                    if response.status == 404:
+                        return None
+                    if response.status == 200:
+                        return await response.json()
+                    if response.status != 421:  # 421: not (or no longer, or not yet) the owner
+                        raise StoreDown(f"table answered {response.status}")
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            if time.monotonic() >= deadline:
+                raise StoreDown("table") from exc
+        if time.monotonic() >= deadline:
+            raise StoreDown(f"partition {partition} has no owner ready (moving)")
+        refresh = True
+        await asyncio.sleep(TABLE_OWNER_RETRY_S)
 
 
 async def primary_row(app: web.Application, query) -> dict[str, Any] | None:

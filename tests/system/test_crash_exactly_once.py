@@ -122,7 +122,9 @@ async def _poll(condition, timeout_s: float):
 
 async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
     guarantee = os.environ.get("CRASH_TEST_PROCESSING_GUARANTEE", "exactly_once")
-    settings = prepare_topics(isolated_settings(stack, "crash", processing_guarantee=guarantee))
+    # A restarted worker takes its place in the group at once (static membership), as a pod of a stateful set.
+    settings = prepare_topics(isolated_settings(stack, "crash", processing_guarantee=guarantee,
+                                                processor_static_membership=True))
     rng = random.Random(SEED)
     wallets, commands = build_commands(rng)
     worker = WorkerProcess(settings, ["processor"])
