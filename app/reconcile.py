@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from app.domain import events as e
+from app.domain.effects import money_effect
 from app.domain.errors import ChainBroken, DomainError
 from app.domain.ledger import replay, verify_chain
 from app.domain.state import WalletState
@@ -68,9 +69,10 @@ def in_transit(events: list[e.EventBase]) -> list[e.TransferDebited]:
     debited: dict[str, e.TransferDebited] = {}
     settled: set[str] = set()
     for event in events:
-        if isinstance(event, e.TransferDebited):
+        in_transit_minor = money_effect(event).in_transit_minor
+        if in_transit_minor > 0:
             debited[event.transfer_id] = event
-        elif isinstance(event, (e.TransferCredited, e.TransferRefunded)):
+        elif in_transit_minor < 0:
             settled.add(event.transfer_id)
     return sorted((debit for transfer_id, debit in debited.items() if transfer_id not in settled),
                   key=lambda debit: (debit.timestamp_ms, debit.transfer_id))
@@ -81,10 +83,9 @@ def _conservation(report: Report, events: list[e.EventBase], states: dict[str, W
     """Σ balances + in transit = Σ deposits − Σ withdrawals − Σ captures, per currency (minor units)."""
     flows: dict[str, int] = defaultdict(int)
     for event in events:
-        if isinstance(event, e.Deposited):
-            flows[event.currency] += event.amount_minor
-        elif isinstance(event, (e.Withdrawn, e.HoldCaptured)):
-            flows[event.currency] -= event.amount_minor
+        external_minor = money_effect(event).external_minor
+        if external_minor:
+            flows[event.currency] += external_minor
     balances: dict[str, int] = defaultdict(int)
     for state in states.values():
         balances[state.currency] += state.balance_minor
