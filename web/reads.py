@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from agents.redis_sink import wallet_key
-from agents.table_view import TABLE_PATH
+from readside.redis import wallet_key
+from tables.document import TABLE_PATH
 from app.intake import PUBLIC_COMMAND_ID_RE, WALLET_ID_RE
 from app.kafka import partition_for
-from app.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
+from readside.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
 from web import render, validation
 from web.access import READ, authorize, pass_gate
 from web.amounts import format_minor

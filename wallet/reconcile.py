@@ -155,8 +155,8 @@ def _events_offset(path) -> int:
 async def _mysql(settings: Settings, wallet_ids: list[str]):
     from sqlalchemy import select
 
-    from agents.mysql_sink import make_engine
-    from app.readmodel import ledger_entries, wallets
+    from readside.mysql import make_engine
+    from readside.readmodel import ledger_entries, wallets
 
     engine = make_engine(settings.mysql_dsn)
     rows: dict[str, dict] = {}
@@ -175,7 +175,7 @@ async def _mysql(settings: Settings, wallet_ids: list[str]):
 
 
 async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
-    from agents.redis_sink import WALLET_KEY_PREFIX, make_client, wallet_key
+    from readside.redis import WALLET_KEY_PREFIX, make_client, wallet_key
 
     client = make_client(settings.redis_url)
     found: dict[str, dict] = {}
@@ -198,7 +198,7 @@ async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, d
 async def reconcile(settings: Settings, *, check_table: bool = True, now_ms: int | None = None) -> Report:
     """Compare replay, table, MySQL and Redis wallet by wallet; verify chains and conservation; find transfers
     in transit for longer than `transfer_in_transit_max_s` at `now_ms` (ms since the epoch; default: now)."""
-    from app.rebuild import read_event_batches
+    from wallet.rebuild import read_event_batches
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     report = Report()
