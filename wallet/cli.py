@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap.init(settings)
         return 0
     if args.command == "worker":
-        from app import logs, worker
+        from app import logs
+        from wallet import worker
 
         logs.configure(settings.log_level)
         roles = set(worker.ROLES) if not args.role or "all" in args.role else set(args.role)

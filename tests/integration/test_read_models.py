@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from readside.mysql import poll_replica_lag
 from readside.redis import make_client, wallet_key
-from wallet import bootstrap, readmodel
+from readside import readmodel
+from wallet import bootstrap
 from app.domain import commands as c
 from app.domain import events as e
 from app.kafka import partition_for
