@@ -6,20 +6,14 @@ from typing import Iterable
 
 from app import metrics
 from app.domain import events as e
+from app.domain.effects import money_effect
 from tables.wallet_store import PartitionStore
 
 
 def gauge_deltas(event: e.EventBase) -> tuple[int, int]:
     """(money in transit change in minor units, open holds change) that `event` makes in its partition."""
-    if isinstance(event, e.TransferDebited):
-        return event.amount_minor, 0
-    if isinstance(event, (e.TransferCredited, e.TransferRefunded)):
-        return -event.amount_minor, 0
-    if isinstance(event, e.HoldPlaced):
-        return 0, 1
-    if isinstance(event, (e.HoldCaptured, e.HoldReleased)):
-        return 0, -1
-    return 0, 0
+    effect = money_effect(event)
+    return effect.in_transit_minor, effect.holds_open
 
 
 def forget_gauges(partition: int, store: PartitionStore) -> None:

@@ -14,12 +14,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.projection import ProjectedEvent, StoreUnavailable
-from app.readmodel import fold_wallets
 from app.settings import Settings
-
-# Every Redis call of the sink is bounded by this.
-SOCKET_TIMEOUT_S = 5.0
-WALLET_KEY_PREFIX = "wallet:"
+from readside.readmodel import fold_wallets
+from readside.redis import make_client, wallet_key
 
 # ARGV: version, balance, available, held, currency, status, owner_id ("" = keep).
 UPSERT_IF_NEWER = """
@@ -31,22 +28,6 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'owner_id', ARGV[7]) end
 return 1
 """
-
-
-def wallet_key(wallet_id: str) -> str:
-    return WALLET_KEY_PREFIX + wallet_id
-
-
-def make_client(url: str, connections_max: int | None = None) -> aioredis.Redis:
-    """A client of `url`; with `connections_max`, callers beyond it wait for a free connection (bounded by
-    SOCKET_TIMEOUT_S) instead of failing at once."""
-    options = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S,
-               "decode_responses": True}
-    if connections_max is None:
-        return aioredis.from_url(url, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=connections_max,
-                                                    timeout=SOCKET_TIMEOUT_S, **options)
-    return aioredis.Redis(connection_pool=pool)
 
 
 class RedisWriter:

@@ -19,22 +19,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.kafka import partition_for
 from app.settings import Settings
+from tables.document import TABLE_PATH, wallet_document
 
 if TYPE_CHECKING:
     from agents.processor import Processor
 
 PROCESSOR = web.AppKey("processor", object)
 SETTINGS = web.AppKey("settings", Settings)
-TABLE_PATH = "/internal/v1/wallets/{wallet_id}"
 # The longest a strong read may wait for a version the table does not have yet.
 TABLE_WAIT_MS_MAX = 10_000
-
-
-def wallet_document(state) -> dict[str, object]:
-    """A wallet state as the table view sends it (amounts in minor units)."""
-    return {"wallet_id": state.wallet_id, "owner_id": state.owner_id, "currency": state.currency,
-            "status": state.status, "balance_minor": state.balance_minor,
-            "available_minor": state.available_minor, "held_minor": state.held_minor, "version": state.version}
 
 
 async def read_wallet(request: web.Request) -> web.Response:

@@ -164,9 +164,9 @@ async def _wait_projected(settings: Settings, wallet_ids: list[str]) -> None:
     """Until every wallet is funded (version >= 2) in Redis and in the MySQL database the servers read."""
     from sqlalchemy import func, select
 
-    from agents.mysql_sink import make_engine
-    from agents.redis_sink import make_client, wallet_key
-    from app.readmodel import wallets
+    from readside.mysql import make_engine
+    from readside.redis import make_client, wallet_key
+    from readside.readmodel import wallets
 
     redis = make_client(settings.redis_url)
     engine = make_engine(settings.mysql_replica_dsn or settings.mysql_dsn)
@@ -349,9 +349,9 @@ def run(base: Settings, wallets: int, connections: int, read_seconds: float, war
     logs = {name: settings.state_dir / f"{name}.log" for name in ("worker", "web", "mysql-balance-server")}
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["worker"] = _spawn(["app.cli", "worker", "--role", "processor", "--role", "sinks"], settings,
+        procs["worker"] = _spawn(["wallet.cli", "worker", "--role", "processor", "--role", "sinks"], settings,
                                  logs["worker"])
-        procs["web"] = _spawn(["app.cli", "worker", "--role", "web"], settings, logs["web"])
+        procs["web"] = _spawn(["wallet.cli", "worker", "--role", "web"], settings, logs["web"])
         procs["mysql-balance-server"] = _spawn(["bench.mysql_balance_server", "--port", str(baseline_port)],
                                                settings, logs["mysql-balance-server"])
         api_base = f"http://{settings.http_host}:{settings.http_port}"

@@ -20,8 +20,8 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.mysql_sink import make_engine
-from app.readmodel import wallets
+from readside.mysql import make_engine
+from readside.readmodel import wallets
 from app.settings import Settings
 from web.amounts import format_minor
 from web.auth import ApiKeys

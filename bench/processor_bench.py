@@ -159,7 +159,7 @@ async def _measure_processor(settings: Settings, instances: int, wallets: list[s
               for w in wallets]
 
     def start() -> list[subprocess.Popen]:
-        return [_spawn(["app.cli", "worker", "--role", "processor", "--instance", str(i)], settings,
+        return [_spawn(["wallet.cli", "worker", "--role", "processor", "--instance", str(i)], settings,
                        f"processor-{i}") for i in range(instances)]
 
     procs = start()

@@ -140,7 +140,7 @@ async def run_sink(settings: Settings, total: int) -> float:
 async def run_naive(settings: Settings, sample: int) -> tuple[int, float]:
     """(events, seconds) writing the first `sample` events of the topic one DB transaction each."""
     from agents import mysql_sink
-    from app.rebuild import read_event_batches
+    from wallet.rebuild import read_event_batches
 
     writer = await mysql_sink.create_writer(settings)
     written = 0
@@ -160,7 +160,7 @@ async def run_naive(settings: Settings, sample: int) -> tuple[int, float]:
 
 
 def _prepare_database(settings: Settings, name: str) -> Settings:
-    from app import bootstrap
+    from wallet import bootstrap
     from ops.local import stack
 
     out = replace(settings, mysql_dsn=stack.create_database(settings, name, drop=True), mysql_replica_dsn="")

@@ -22,7 +22,7 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(request, base_settings: Settings):
     """Start (or reuse) Kafka, the registry, MariaDB and Redis; migrate MySQL; stop what we started."""
-    from app import bootstrap
+    from wallet import bootstrap
     from ops.local import stack as local_stack
 
     capture = request.config.pluginmanager.getplugin("capturemanager")

@@ -100,7 +100,7 @@ class WorkerProcess:
     def start(self, wait_ready: bool = True) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        argv = [sys.executable, "-m", "app.cli", "worker", "--instance", str(self.instance)]
+        argv = [sys.executable, "-m", "wallet.cli", "worker", "--instance", str(self.instance)]
         for role in self.roles:
             argv += ["--role", role]
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
@@ -253,8 +253,8 @@ def http_json(method: str, url: str, *, key: str | None = None, body: object | N
 
 
 def store_path(settings: Settings, partition: int, instance: int = 0) -> Path:
-    """The store of `partition` kept by the processor worker in slot `instance` (app/worker.py member_name)."""
-    from app.worker import member_name
+    """The store of `partition` kept by the processor worker in slot `instance` (wallet/worker.py member_name)."""
+    from wallet.worker import member_name
 
     return settings.state_dir / "processor" / member_name(settings, instance) / f"p{partition}"
 

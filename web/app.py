@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import select
 
-from agents.mysql_sink import make_engine
-from agents.redis_sink import make_client
+from readside.mysql import make_engine
+from readside.redis import make_client
 from app.settings import Settings
 from web import reads, writes
 from web.access import meter_refusals
@@ -99,7 +99,7 @@ async def readyz(request: web.Request) -> web.Response:
             await conn.execute(select(1))
 
     async def mysql_replica():
-        from agents.mysql_sink import poll_replica_lag
+        from readside.mysql import poll_replica_lag
 
         lag_s = await poll_replica_lag(app[MYSQL])
         if lag_s is None:

@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from agents.redis_sink import wallet_key
-from agents.table_view import TABLE_PATH
+from readside.redis import wallet_key
+from tables.document import TABLE_PATH
 from app.intake import PUBLIC_COMMAND_ID_RE, WALLET_ID_RE
 from app.kafka import partition_for
-from app.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
+from readside.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
 from web import render, validation
 from web.access import READ, authorize, pass_gate
 from web.amounts import format_minor
@@ -84,11 +84,13 @@ def redis_position(found: dict[str, str] | None) -> dict[str, Any] | None:
             **{name + "_minor": value for name, value in position.items()}}
 
 
-async def from_table(app: web.Application, wallet_id: str, min_version: int = 0) -> dict[str, Any] | None:
+async def from_table(app: web.Application, wallet_id: str, min_version: int = 0, *,
+                     wait_for_owner: bool = True) -> dict[str, Any] | None:
     """The committed state in the owning processor's table, waiting (bounded) for `min_version`.
 
     The owner comes from the live group (web/owners.py). While the partition moves (no stable owner, or
-    the old owner answers 421), it asks again until `table_read_timeout_ms`; then StoreDown (a 503).
+    the old owner answers 421), it asks again until `table_read_timeout_ms` when `wait_for_owner` (strong
+    and min_version reads); then, or at once otherwise, StoreDown.
     """
     settings = app[SETTINGS]
     partition = partition_for(wallet_id.encode(), settings.partitions)
@@ -109,9 +111,9 @@ async def from_table(app: web.Application, wallet_id: str, min_version: int = 0)
                     if response.status != 421:  # 421: not (or no longer, or not yet) the owner
                         raise StoreDown(f"table answered {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or not wait_for_owner:
                 raise StoreDown("table") from exc
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or not wait_for_owner:
             raise StoreDown(f"partition {partition} has no owner ready (moving)")
         refresh = True
         await asyncio.sleep(TABLE_OWNER_RETRY_S)
@@ -149,11 +151,12 @@ async def locate(app: web.Application, wallet_id: str, *, strong: bool = False, 
         except StoreDown:
             pass  # the table, then MySQL
     try:
-        found = await from_table(app, wallet_id, min_version)
+        found = await from_table(app, wallet_id, min_version, wait_for_owner=strong or min_version > 0)
     except StoreDown:
         if strong:
             raise ProblemError(503, "TABLE_UNAVAILABLE", "Owning processor unavailable",
-                               "a strong read needs the processor that owns this wallet; try again") from None
+                               "a strong read needs the processor that owns this wallet (its partition may be "
+                               "moving); try again", {"Retry-After": "1"}) from None
     else:
         if found is not None and found["version"] < min_version:
             # The table is the truth: the version asked for does not exist (yet). Never answer older.

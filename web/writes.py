@@ -19,13 +19,13 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from agents.redis_sink import wallet_key
+from readside.redis import wallet_key
 from app import identity
 from app.domain import commands as c
 from app.domain.limits import Limits
 from app.domain.money import AMOUNT_MINOR_MAX
 from app.intake import HOLD_ID_RE
-from app.readmodel import command_outcomes
+from readside.readmodel import command_outcomes
 from app.replies import REPLY_CONFLICT, REPLY_INVALID
 from web import render, validation
 from web.access import ADMIN, PRINCIPAL, WRITE, authorize, pass_gate, pay_before_lookup

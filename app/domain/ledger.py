@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 from app.domain import rejections as codes
+from app.domain.effects import money_effect
 from app.domain.commands import (
     CaptureHold,
     Close,
@@ -612,10 +613,8 @@ def _without_hold(state: WalletState, hold_id: str) -> tuple[Hold, ...]:
 def _evolve_existing(state: WalletState, event: EventBase) -> WalletState:
     """The wallet after applied `event` (not WalletOpened), stamped with the event's version and hash."""
     stamp = {"version": event.version, "last_hash": event.hash}
-    if isinstance(event, (Deposited, TransferCredited, TransferRefunded)):
-        return replace(state, **stamp, balance_minor=state.balance_minor + event.amount_minor)
-    if isinstance(event, (Withdrawn, TransferDebited)):
-        return replace(state, **stamp, balance_minor=state.balance_minor - event.amount_minor)
+    if isinstance(event, (Deposited, Withdrawn, TransferCredited, TransferRefunded, TransferDebited)):
+        return replace(state, **stamp, balance_minor=state.balance_minor + money_effect(event).balance_minor)
     if isinstance(event, HoldPlaced):
         if state.find_hold(event.hold_id) is not None:
             raise EventNotApplicable(

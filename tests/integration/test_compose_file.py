@@ -156,7 +156,7 @@ def _wallet_settings(name: str) -> Settings:
 
 
 def _wallet_roles(name: str) -> tuple[set[str], int]:
-    """Roles and processor instance index of `wallet worker ...`, as app/cli.py reads them."""
+    """Roles and processor instance index of `wallet worker ...`, as wallet/cli.py reads them."""
     command = _command(name)
     roles = {command[i + 1] for i, part in enumerate(command[:-1]) if part == "--role"}
     if not roles or "all" in roles:

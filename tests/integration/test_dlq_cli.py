@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from app.dlq import REPLAYED_HEADER, replayed_topic
+from wallet.dlq import REPLAYED_HEADER, replayed_topic
 from app.domain import commands as c
 from app.domain import events as e
 from app.kafka import partition_for
@@ -32,7 +32,7 @@ def settings(stack):
 
 
 def wallet(settings_, *args: str) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "wallet.cli", *args], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={**os.environ, **settings_.to_env()}, timeout=CLI_TIMEOUT_S)
     return proc.returncode, proc.stdout + proc.stderr
 

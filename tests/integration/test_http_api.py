@@ -24,7 +24,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.redis_sink import wallet_key
+from readside.redis import wallet_key
 from app.kafka import partition_for
 from app.settings import Settings
 from tests.conftest import prepare_topics

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from agents.redis_sink import make_client
+from readside.redis import make_client
 from web.ratelimit import Passage, RateLimiter
 
 

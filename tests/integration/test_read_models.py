@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agents.mysql_sink import poll_replica_lag
-from agents.redis_sink import make_client, wallet_key
-from app import bootstrap, readmodel
+from readside.mysql import poll_replica_lag
+from readside.redis import make_client, wallet_key
+from readside import readmodel
+from wallet import bootstrap
 from app.domain import commands as c
 from app.domain import events as e
 from app.kafka import partition_for
-from app.reconcile import reconcile
+from wallet.reconcile import reconcile
 from app.settings import REPO_ROOT, Settings
 from ops.local import stack as local_stack
 from tests.conftest import prepare_topics
@@ -145,7 +146,7 @@ async def workload(settings):
 
 
 def wallet_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "wallet.cli", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **settings.to_env()}, cwd=REPO_ROOT)
 
 

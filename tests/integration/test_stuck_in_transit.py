@@ -24,7 +24,7 @@ from app.domain import events as e
 from app.domain.ledger import decide, evolve
 from app.domain.state import WalletState
 from app.kafka import partition_for
-from app.reconcile import RESULT_FILE, reconcile
+from wallet.reconcile import RESULT_FILE, reconcile
 from app.settings import Settings
 from tests.harness import Ledger, new_id, now_ms, wait_for, wait_for_async
 from tests.integration.test_read_models import (drop_database, flush_redis, read_model_settings, sinks_worker,

@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from agents.redis_sink import wallet_key
+from readside.redis import wallet_key
 from app.kafka import partition_for
 from app.settings import REPO_ROOT
 from tables.wallet_store import decode_state
@@ -28,7 +28,7 @@ def skeleton(stack):
 
 
 def _produce(settings, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "app.cli", "produce", *args], cwd=REPO_ROOT, check=True,
+    out = subprocess.run([sys.executable, "-m", "wallet.cli", "produce", *args], cwd=REPO_ROOT, check=True,
                          capture_output=True, text=True, env={**os.environ, **settings.to_env()})
     return out.stdout
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import pytest
 import redis
 
-from agents.redis_sink import wallet_key
+from readside.redis import wallet_key
 from tests.conftest import prepare_topics
 from tests.harness import WorkerProcess, isolated_settings, new_id
 

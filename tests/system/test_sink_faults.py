@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agents.redis_sink import make_client, wallet_key
-from app import bootstrap
+from readside.redis import make_client, wallet_key
+from wallet import bootstrap
 from app.domain import commands as c
 from app.domain import events as e
 from app.domain.ledger import replay

@@ -8,7 +8,7 @@ from sqlalchemy.dialects.mysql import insert
 
 from agents.mysql_sink import (ROUND_TRIP_BYTES_MAX, STATEMENT_BYTES_MAX, MultiRowStatement, _literal,
                                _transfer_upsert, _wallet_upsert, join_round_trips)
-from app.readmodel import ledger_entries, transfers, wallets
+from readside.readmodel import ledger_entries, transfers, wallets
 
 
 @pytest.mark.parametrize("value", ["plain", "it's", 'say "hi"', "back\\slash", "nl\nand\rcr", "nul\x00", "ctrl-z\x1a",

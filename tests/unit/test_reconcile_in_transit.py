@@ -1,10 +1,10 @@
 """`wallet reconcile` finds money in transit in the event log and reports transfers stuck there longer than the
-bound (app/reconcile.py `in_transit`, `stuck_in_transit`)."""
+bound (wallet/reconcile.py `in_transit`, `stuck_in_transit`)."""
 
 from __future__ import annotations
 
 from app.domain import events as e
-from app.reconcile import in_transit, stuck_in_transit
+from wallet.reconcile import in_transit, stuck_in_transit
 
 NOW_MS = 1_700_000_000_000
 MAX_S = 300

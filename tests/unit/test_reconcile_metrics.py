@@ -7,7 +7,7 @@ from dataclasses import replace
 from prometheus_client import CollectorRegistry, generate_latest
 
 from app.metrics import ReconcileResult
-from app.reconcile import RESULT_FILE, record_result
+from wallet.reconcile import RESULT_FILE, record_result
 from app.settings import Settings
 
 

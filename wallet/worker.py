@@ -16,9 +16,9 @@ import socket
 from prometheus_client import REGISTRY
 
 from app import metrics
-from app.in_transit import monitor_in_transit
+from readside.in_transit import monitor_in_transit
 from app.metrics import ReconcileResult
-from app.reconcile import RESULT_FILE
+from wallet.reconcile import RESULT_FILE
 
 from app.settings import Settings
 
@@ -36,6 +36,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
     from agents.processor import Processor
     from agents.projection import run_projection
     from app.codec import SchemaRegistry
+    from readside.mysql import monitor_replica_lag
 
     registry = await asyncio.to_thread(SchemaRegistry, settings.registry_url)
     readiness: list[asyncio.Event] = []
@@ -56,7 +57,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
                                              registry=registry, ready=ready_event()), name="mysql-sink")
             group.create_task(run_projection(settings, "redis", await redis_sink.create_writer(settings),
                                              registry=registry, ready=ready_event()), name="redis-sink")
-            group.create_task(mysql_sink.monitor_replica_lag(settings), name="replica-lag")
+            group.create_task(monitor_replica_lag(settings), name="replica-lag")
             # The sinks process also reports the last `wallet reconcile` verdict (one process, no duplicates).
             REGISTRY.register(ReconcileResult(settings.state_dir / RESULT_FILE))
             # ... and the age of the oldest transfer in transit, read from MySQL.

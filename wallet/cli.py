@@ -133,7 +133,7 @@ def run(settings: Settings) -> int:
     import signal
     import subprocess
 
-    from app import bootstrap
+    from wallet import bootstrap
     from ops.local import stack
 
     started = stack.up(settings)
@@ -153,7 +153,7 @@ def run(settings: Settings) -> int:
         if dev_key:
             env["WALLET_API_KEYS"] = f"{dev_key}=wallets:read+wallets:write+admin"
         for roles in (["processor", "sinks"], ["web"]):
-            argv = [sys.executable, "-m", "app.cli", "worker"] + [arg for role in roles for arg in ("--role", role)]
+            argv = [sys.executable, "-m", "wallet.cli", "worker"] + [arg for role in roles for arg in ("--role", role)]
             # Own process group: the terminal's Ctrl-C reaches this supervisor, which stops them in order.
             children.append(subprocess.Popen(argv, env=env, start_new_session=True))
         base = f"http://{settings.http_host}:{settings.http_port}"
@@ -198,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return stack.main([args.action, *args.services], settings)
     if args.command == "init":
-        from app import bootstrap
+        from wallet import bootstrap
 
         bootstrap.init(settings)
         return 0
     if args.command == "worker":
-        from app import logs, worker
+        from app import logs
+        from wallet import worker
 
         logs.configure(settings.log_level)
         roles = set(worker.ROLES) if not args.role or "all" in args.role else set(args.role)
@@ -214,11 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"development API key (all scopes): {dev_key}", flush=True)
         return worker.main(settings, roles, instance=args.instance, api_keys=api_keys)
     if args.command == "rebuild":
-        from app import rebuild
+        from wallet import rebuild
 
         return rebuild.main(settings)
     if args.command == "reconcile":
-        from app import reconcile
+        from wallet import reconcile
 
         return reconcile.main(settings, check_table=not args.no_table)
     if args.command == "run":
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "produce":
         return produce(settings, args.kind, args.fields)
     if args.command == "dlq":
-        from app import dlq
+        from wallet import dlq
 
         return dlq.main(settings, args.action, limit=args.limit, positions=args.positions, dry_run=args.dry_run)
     if args.command == "bench":

@@ -4,7 +4,7 @@ model and exports its age, `wallet_transfer_in_transit_oldest_seconds` (0 when n
 A transfer is in transit from its debit at the source until its credit at the destination (or its refund);
 normally well under a second. Older than `transfer_in_transit_max_s`, its credit leg is not arriving: the
 alert WalletTransferStuckInTransit fires (docs/OPERATIONS.md has the runbook). `wallet reconcile`
-(app/reconcile.py) finds the same transfers in the event log, the truth, but it runs once a day; this gauge
+(wallet/reconcile.py) finds the same transfers in the event log, the truth, but it runs once a day; this gauge
 sees them within minutes.
 
 It reads the projection, on the replica when there is one. So a transfer whose credit the MySQL sink or the
@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app import metrics
-from app.readmodel import transfers
+from readside.readmodel import transfers
 from app.settings import Settings
 
 log = logging.getLogger("wallet.in_transit")

@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from app.domain import events as e
+from app.domain.effects import money_effect
 from app.domain.errors import ChainBroken, DomainError
 from app.domain.ledger import replay, verify_chain
 from app.domain.state import WalletState
@@ -68,9 +69,10 @@ def in_transit(events: list[e.EventBase]) -> list[e.TransferDebited]:
     debited: dict[str, e.TransferDebited] = {}
     settled: set[str] = set()
     for event in events:
-        if isinstance(event, e.TransferDebited):
+        in_transit_minor = money_effect(event).in_transit_minor
+        if in_transit_minor > 0:
             debited[event.transfer_id] = event
-        elif isinstance(event, (e.TransferCredited, e.TransferRefunded)):
+        elif in_transit_minor < 0:
             settled.add(event.transfer_id)
     return sorted((debit for transfer_id, debit in debited.items() if transfer_id not in settled),
                   key=lambda debit: (debit.timestamp_ms, debit.transfer_id))
@@ -81,10 +83,9 @@ def _conservation(report: Report, events: list[e.EventBase], states: dict[str, W
     """Σ balances + in transit = Σ deposits − Σ withdrawals − Σ captures, per currency (minor units)."""
     flows: dict[str, int] = defaultdict(int)
     for event in events:
-        if isinstance(event, e.Deposited):
-            flows[event.currency] += event.amount_minor
-        elif isinstance(event, (e.Withdrawn, e.HoldCaptured)):
-            flows[event.currency] -= event.amount_minor
+        external_minor = money_effect(event).external_minor
+        if external_minor:
+            flows[event.currency] += external_minor
     balances: dict[str, int] = defaultdict(int)
     for state in states.values():
         balances[state.currency] += state.balance_minor
@@ -154,8 +155,8 @@ def _events_offset(path) -> int:
 async def _mysql(settings: Settings, wallet_ids: list[str]):
     from sqlalchemy import select
 
-    from agents.mysql_sink import make_engine
-    from app.readmodel import ledger_entries, wallets
+    from readside.mysql import make_engine
+    from readside.readmodel import ledger_entries, wallets
 
     engine = make_engine(settings.mysql_dsn)
     rows: dict[str, dict] = {}
@@ -174,7 +175,7 @@ async def _mysql(settings: Settings, wallet_ids: list[str]):
 
 
 async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
-    from agents.redis_sink import WALLET_KEY_PREFIX, make_client, wallet_key
+    from readside.redis import WALLET_KEY_PREFIX, make_client, wallet_key
 
     client = make_client(settings.redis_url)
     found: dict[str, dict] = {}
@@ -197,7 +198,7 @@ async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, d
 async def reconcile(settings: Settings, *, check_table: bool = True, now_ms: int | None = None) -> Report:
     """Compare replay, table, MySQL and Redis wallet by wallet; verify chains and conservation; find transfers
     in transit for longer than `transfer_in_transit_max_s` at `now_ms` (ms since the epoch; default: now)."""
-    from app.rebuild import read_event_batches
+    from wallet.rebuild import read_event_batches
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     report = Report()

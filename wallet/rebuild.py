@@ -110,8 +110,8 @@ async def truncate_read_models(settings: Settings) -> None:
     """Empty the MySQL read-model tables (primary; the replica follows) and delete Redis `wallet:*`."""
     from sqlalchemy import text
 
-    from agents.mysql_sink import make_engine
-    from agents.redis_sink import WALLET_KEY_PREFIX, make_client
+    from readside.mysql import make_engine
+    from readside.redis import WALLET_KEY_PREFIX, make_client
 
     engine = make_engine(settings.mysql_dsn)
     try:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
 
 from app.domain import events as e
+from app.domain.effects import money_effect
 
 metadata = MetaData()
 
@@ -78,20 +79,15 @@ command_outcomes = Table(
     Index("ix_command_outcomes_wallet", "wallet_id"),
 )
 
-_BALANCE_DELTA_SIGN = {
-    e.Deposited: 1, e.TransferCredited: 1, e.TransferRefunded: 1,
-    e.Withdrawn: -1, e.TransferDebited: -1, e.HoldCaptured: -1,
-}
 _REJECTIONS = (e.CommandRejected, e.TransferCreditRejected)
 
 
 def ledger_row(event: e.EventBase) -> dict[str, Any]:
     """The `ledger_entries` row of an applied event."""
-    sign = _BALANCE_DELTA_SIGN.get(type(event), 0)
     counterparty = getattr(event, "destination_wallet_id", None) or getattr(event, "source_wallet_id", None)
     return {
         "wallet_id": event.wallet_id, "version": event.version, "command_id": event.command_id,
-        "kind": type(event).__name__, "amount_minor": sign * getattr(event, "amount_minor", 0),
+        "kind": type(event).__name__, "amount_minor": money_effect(event).balance_minor,
         "currency": getattr(event, "currency", ""), "balance_after_minor": event.balance_after_minor,
         "available_after_minor": event.available_after_minor, "held_after_minor": event.held_after_minor,
         "counterparty_wallet_id": counterparty, "transfer_id": getattr(event, "transfer_id", None),
