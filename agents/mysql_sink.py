@@ -13,6 +13,7 @@ import pymysql
 from sqlalchemy import func, literal_column
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.projection import ProjectedEvent, StoreUnavailable
 from app.domain.events import is_applied

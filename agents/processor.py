@@ -10,20 +10,17 @@ transaction that holds, atomically:
 - the transfer legs those outcomes call for (agents/transfer_relay.py) and the hold-expiry releases
   (agents/hold_expiry.py), to `wallet.transfer-legs`,
 - commands that arrived on a partition that is not their wallet's, forwarded to their wallet's partition
-  in the order they arrived (agents/routing.py),
-- poison messages (to `wallet.commands.dlq`, with the reason in headers),
+  in the order they arrived (`_decide_one`),
+- poison messages to `wallet.commands.dlq` and answers to web requests (agents/dead_letters.py),
 - the consumed offsets of both input topics for that partition.
 The partition's new owner starts the partition's producer before anything else: that fences the previous
 owner (a crashed, paused or partitioned zombie) and aborts its open transaction, so nothing it does later
 is seen by read_committed readers; its next commit fails and it exits (`ProducerFenced`).
-Handover: on revoke, the batch in flight finishes (commit or abort) and the partition's producer stops; the
-store stays open as a warm standby. On assign, the store is caught up to the committed end of
-`wallet.events` before the first command (agents/restore.py). Transactions of different partitions commit
-in parallel.
-
-State lives in `tables.wallet_store.PartitionStore` (RocksDB) and is written only after the commit.
-Its changelog is the event log itself (see the store's docstring); at start-up each store is caught
-up from `wallet.events`.
+Handover (agents/handover.py): on revoke, the batch in flight finishes and the partition's producer stops;
+the store stays open as a warm standby (agents/standby.py). On assign, the store is caught up to the
+committed end of `wallet.events` before the first command (agents/restore.py). Transactions of different
+partitions commit in parallel. State lives in `tables.wallet_store.PartitionStore` (RocksDB), written only
+after the commit; its changelog is the event log itself.
 
 Per batch the work is: decode, validate, dedupe, decide/evolve in memory (agents/deciding.py), then one send
 per output and one RocksDB write batch per partition: no per-command store round trip, one write per
@@ -38,9 +35,8 @@ import os
 import signal
 import time
 from collections import Counter as Tally
-from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from app import metrics
@@ -48,68 +44,22 @@ from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
 from app.domain import events as e
 from app.domain.limits import Limits
 from app.intake import DUPLICATE_COMMAND_CONFLICT, FINGERPRINT_HEADER, accept
-from app.replies import (REPLY_CONFLICT, REPLY_DECIDED, REPLY_DUPLICATE, REPLY_INVALID, REPLY_RESULT_HEADER,
-                         REPLY_TOKEN_HEADER, reply_address)
+from app.replies import REPLY_CONFLICT, REPLY_DECIDED, REPLY_DUPLICATE, REPLY_INVALID, reply_address
 from app.kafka import RecordBatches, consumer_options, partition_for, producer_options
 from app.settings import Settings
 from app.topics import check_partitions
 from agents.deciding import decide_command
-from agents.gauges import forget_gauges, publish_gauges
+from agents.dead_letters import dead_letter, reply
+from agents.gauges import publish_gauges, report_lag
+from agents.handover import PartitionHandover, Rebalance, open_local_stores
 from agents.hold_expiry import HoldExpiry
-from agents.membership import MemberInfo, Plan, assignor_for
-from agents.restore import restore
+from agents.membership import Plan, assignor_for
 from agents.retention import RetentionSweep
 from agents.standby import StandbyTailer
+from agents.transactions import Send
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
-
-
-class _AtLeastOnce:
-    """The producer surface `_process` uses, without transactions: sends, then commits offsets.
-
-    Only for showing what exactly-once buys (the crash test); never a production setting.
-    """
-
-    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
-        self._producer = producer
-        self._consumer = consumer
-        self._offsets: dict = {}
-        self._futures: list = []
-
-    async def begin_transaction(self) -> None:
-        self._offsets, self._futures = {}, []
-
-    def create_batch(self):
-        return self._producer.create_batch()
-
-    async def send_batch(self, batch, topic: str, *, partition: int):
-        future = await self._producer.send_batch(batch, topic, partition=partition)
-        self._futures.append(future)
-        return future
-
-    async def flush(self) -> None:
-        await self._producer.flush()
-
-    async def send_offsets_to_transaction(self, offsets: dict, group_id: str) -> None:
-        self._offsets = offsets
-
-    async def commit_transaction(self) -> None:
-        await asyncio.gather(*self._futures)
-        if self._offsets:
-            await self._consumer.commit(self._offsets)
-
-    async def stop(self) -> None:
-        """The shared producer outlives a partition."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None
-    headers: list[tuple[str, bytes]]
 
 
 class PartitionFenced(RuntimeError):
@@ -119,7 +69,7 @@ class PartitionFenced(RuntimeError):
     """
 
 
-class Processor:
+class Processor(PartitionHandover):
     """Decides commands for the partitions this worker owns in the group; see the module docstring."""
 
     def __init__(self, settings: Settings, *, member_name: str, table_port: int = 0,
@@ -169,77 +119,12 @@ class Processor:
         """Whether this worker owns `partition` and its store is caught up (strong reads may be served)."""
         return partition in self.stores
 
-    # ------------------------------------------------------------ membership
-
-    def member_info(self) -> MemberInfo:
-        """Sent when joining the group: how warm each local store is."""
-        return MemberInfo(self.member_name, {p: store.events_offset for p, store in self.local.items()})
-
-    def _on_plan(self, plan: Plan) -> None:
-        self.plan = plan
-        self.standby.follow({p for p, names in plan.standbys.items()
-                             if self.member_name in names and plan.owners.get(p) != self.member_name})
-
-    def _open_local_stores(self) -> None:
-        """Open the stores this member kept on disk: they make it the warm choice for their partitions."""
-        if self.state_root.is_dir():
-            for path in sorted(self.state_root.glob("p*")):
-                if path.name[1:].isdigit() and int(path.name[1:]) < self.settings.partitions:
-                    self.local[int(path.name[1:])] = PartitionStore(path)
-
-    def _store(self, partition: int) -> PartitionStore:
-        if partition not in self.local:
-            self.local[partition] = PartitionStore(self.state_root / f"p{partition}")
-        return self.local[partition]
-
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._rebalance_started = time.perf_counter()
-        async with self._lock:  # the batch in flight commits (or fails) first
-            for partition in sorted({tp.partition for tp in revoked} & set(self.stores)):
-                forget_gauges(partition, self.stores.pop(partition))
-                producer = self.producers.pop(partition)
-                await producer.stop()
-                metrics.processor_partitions_owned.set(len(self.stores))
-                log.info("partition revoked", extra={"partition": partition, "member": self.member_name})
-
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        started = time.perf_counter()
-        async with self._lock:
-            for partition in sorted({tp.partition for tp in assigned} - set(self.stores)):
-                self.standby.release(partition)
-                self.producers[partition] = await self._partition_producer(partition)
-                store = self._store(partition)
-                await restore(self._restore_consumer, self.settings.events_topic, self.events, partition, store,
-                              self.settings.command_retention_s)
-                self.stores[partition] = store
-                log.info("partition assigned", extra={"partition": partition, "member": self.member_name})
-            metrics.processor_partitions_owned.set(len(self.stores))
-            publish_gauges(self.stores.items())
-        metrics.processor_rebalances_total.inc()
-        metrics.processor_rebalance_seconds.observe(time.perf_counter() - min(started, self._rebalance_started or started))
-        self._rebalance_started = 0.0
-        self.ready.set()
-
-    async def _partition_producer(self, partition: int):
-        """The partition's transactional producer, started: starting it fences the previous owner and aborts
-        its open transaction, so the log is settled before the store is caught up from it."""
-        if self.settings.processing_guarantee != "exactly_once":
-            return _AtLeastOnce(self._shared_producer, self._consumer)
-        # A transaction that starts right after the previous commit often hears CONCURRENT_TRANSACTIONS
-        # until the broker has written the commit markers (KAFKA-5477); aiokafka then sleeps
-        # retry_backoff_ms (default 100 ms) before retrying, which puts 100-200 ms on random commands.
-        producer = AIOKafkaProducer(**producer_options(
-            self.settings, transactional_id=f"{self.settings.app_id}-processor-p{partition}",
-            retry_backoff_ms=self.settings.transaction_retry_backoff_ms))
-        await producer.start()
-        return producer
-
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
         """Process until cancelled; any fault propagates (the worker exits non-zero)."""
         metrics.processor_partitions_total.set(await asyncio.to_thread(check_partitions, self.settings))
-        await asyncio.to_thread(self._open_local_stores)
+        self.local.update(await asyncio.to_thread(open_local_stores, self.state_root, self.settings.partitions))
         assignor = assignor_for(self.member_info, self._on_plan, self.settings.processor_standby_replicas)
         consumer = AIOKafkaConsumer(**consumer_options(
             self.settings, self.group_id, partition_assignment_strategy=(assignor,),
@@ -257,7 +142,7 @@ class Processor:
             await self._restore_consumer.start()
             await consumer.start()
             consumer.subscribe([self.settings.commands_topic, self.settings.transfer_legs_topic],
-                               listener=_Rebalance(self))
+                               listener=Rebalance(self))
             log.info("processor joining", extra={"member": self.member_name, "group": self.group_id})
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.standby.run(), name="standby")
@@ -286,17 +171,17 @@ class Processor:
                 batch = {tp: records for tp, records in batch.items() if tp.partition in self.stores}
                 if batch or releases:
                     await self._process(batch, releases)
-            self._report_lag(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+            report_lag(consumer, self._positions, {tp: records[-1].offset + 1 for tp, records in batch.items()})
 
     # ------------------------------------------------------------ one batch, one transaction per partition
 
     async def _process(self, batch: dict, releases: list) -> None:
         started = time.perf_counter()
         now_ms = self._now_ms()
-        sends: dict[int, list[_Send]] = {}
+        sends: dict[int, list[Send]] = {}
         for release in releases:
             partition = partition_for(release.wallet_id.encode(), self.settings.partitions)
-            sends.setdefault(partition, []).append(_Send(self.settings.transfer_legs_topic,
+            sends.setdefault(partition, []).append(Send(self.settings.transfer_legs_topic,
                                                          release.wallet_id.encode(), self.legs.encode(release),
                                                          partition, []))
         decided: list[int] = []  # command timestamps, for the end-to-end latency
@@ -327,7 +212,7 @@ class Processor:
         metrics.processor_decide_seconds.observe(decide_done - started)
         metrics.processor_batch_seconds.observe(time.perf_counter() - started)
 
-    async def _commit(self, partition: int, sends: list[_Send], offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(self, partition: int, sends: list[Send], offsets: dict[TopicPartition, int]) -> None:
         """One transaction of `partition`'s producer: its outputs and its input offsets; then its store."""
         producer = self.producers[partition]
         store = self.stores[partition]
@@ -357,7 +242,7 @@ class Processor:
         store.apply()
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,
-                    now_ms: int, sends: list[_Send], decided: list[int], outcomes: Tally) -> None:
+                    now_ms: int, sends: list[Send], decided: list[int], outcomes: Tally) -> None:
         command = None
         reply_to = reply_address(record.headers, self.settings.reply_partitions) if public else None
         try:
@@ -366,42 +251,35 @@ class Processor:
             if home != tp.partition:
                 # Any partitioner upstream: the command goes to its wallet's partition, in arrival order.
                 metrics.commands_forwarded_total.labels(tp.topic).inc()
-                sends.append(_Send(tp.topic, command.wallet_id.encode(), record.value, home,
+                sends.append(Send(tp.topic, command.wallet_id.encode(), record.value, home,
                                    list(record.headers or ())))
                 return
             decision = decide_command(store, command, now_ms, self.limits, self.events.encode)
         except CodecError as error:
-            sends.append(self._dlq(tp, record, error, command))
+            sends.append(dead_letter(self.settings.dlq_topic, tp, record, error, command))
             if reply_to is not None:
                 result = REPLY_CONFLICT if error.code == DUPLICATE_COMMAND_CONFLICT else REPLY_INVALID
-                sends.append(self._reply(reply_to, command.command_id if command is not None else "", result,
+                sends.append(reply(self.settings.reply_topic, reply_to, command.command_id if command is not None else "", result,
                                          None, [("error.code", error.code.encode()),
                                                 ("error.detail", error.detail.encode())]))
             return
         if decision.duplicate:
             metrics.commands_duplicate_total.inc()
             if reply_to is not None:
-                sends.append(self._reply(reply_to, command.command_id, REPLY_DUPLICATE, decision.first_outcome))
+                sends.append(reply(self.settings.reply_topic, reply_to, command.command_id, REPLY_DUPLICATE, decision.first_outcome))
             return
         headers = [(FINGERPRINT_HEADER, decision.digest.encode())]
         key = command.wallet_id.encode()
         for event, value in zip(decision.events, decision.values):
-            sends.append(_Send(self.settings.events_topic, key, value, tp.partition, headers))
+            sends.append(Send(self.settings.events_topic, key, value, tp.partition, headers))
             outcome = event.code if isinstance(event, (e.CommandRejected, e.TransferCreditRejected)) else "applied"
             outcomes[(type(command).__name__, outcome)] += 1
         for leg in decision.legs:
-            sends.append(_Send(self.settings.transfer_legs_topic, leg.wallet_id.encode(), self.legs.encode(leg),
+            sends.append(Send(self.settings.transfer_legs_topic, leg.wallet_id.encode(), self.legs.encode(leg),
                                None, []))
         if reply_to is not None:
-            sends.append(self._reply(reply_to, command.command_id, REPLY_DECIDED, decision.values[-1]))
+            sends.append(reply(self.settings.reply_topic, reply_to, command.command_id, REPLY_DECIDED, decision.values[-1]))
         decided.append(command.timestamp_ms)
-
-    def _reply(self, reply_to: tuple[int, bytes], command_id: str, result: str, outcome: bytes | None,
-               headers: list[tuple[str, bytes]] = ()) -> _Send:
-        """The answer to a web request: the outcome event's wire bytes (or None) on the asker's partition."""
-        partition, token = reply_to
-        return _Send(self.settings.reply_topic, command_id.encode(), outcome, partition,
-                     [(REPLY_RESULT_HEADER, result.encode()), (REPLY_TOKEN_HEADER, token), *headers])
 
     @staticmethod
     async def _die_mid_batch(producer) -> None:
@@ -409,42 +287,3 @@ class Processor:
         await producer.flush()
         log.warning("failpoint: killing the processor mid-batch")
         os.kill(os.getpid(), signal.SIGKILL)
-
-    def _dlq(self, tp: TopicPartition, record, error: CodecError, command) -> _Send:
-        metrics.dlq_messages_total.labels(error.code).inc()
-        log.warning("poison message to DLQ", extra={
-            "reason": error.code, "topic": tp.topic, "partition": tp.partition, "offset": record.offset,
-            "wallet_id": record.key.decode(errors="replace") if record.key is not None else None,
-            "command_id": command.command_id if command is not None else None})
-        headers = [("error.code", error.code.encode()), ("error.detail", error.detail.encode()),
-                   ("source.topic", tp.topic.encode()), ("source.partition", str(tp.partition).encode()),
-                   ("source.offset", str(record.offset).encode())]
-        return _Send(self.settings.dlq_topic, record.key, record.value, None, headers)
-
-    def _report_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        """Lag = last stable offset seen by the last fetch minus our next offset, per partition."""
-        self._positions.update(offsets)
-        assigned = consumer.assignment()
-        for tp in [tp for tp in self._positions if tp not in assigned]:
-            del self._positions[tp]  # moved to another worker: its lag is reported there
-            try:
-                metrics.processor_consumer_lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
-        for tp, position in self._positions.items():
-            end = consumer.last_stable_offset(tp)
-            if end is not None:
-                metrics.processor_consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    """Hands partitions over cleanly: see `Processor._on_revoked` and `Processor._on_assigned`."""
-
-    def __init__(self, processor: Processor) -> None:
-        self._processor = processor
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self._processor._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        await self._processor._on_assigned(set(assigned))
