@@ -14,19 +14,17 @@ show what they buy (docs/DESIGN.md reports that run); the default is the product
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
-from app import identity
 from app.domain import commands as c
 from app.domain import events as e
-from app.domain.ledger import replay, verify_chain
-from tables.wallet_store import decode_state, open_read_only
 from tests.conftest import prepare_topics
 from tests.harness import Ledger, WorkerProcess, isolated_settings, now_ms, read_topic, store_path, wait_for_async
+from tests.system.ledger_checks import (assert_exactly_once, assert_stores_equal_replay_and_money_is_conserved,
+                                        in_transit)
 
 COMMANDS = 24_000
 WALLETS = 300
@@ -104,9 +102,7 @@ async def _send_at_rate(ledger: Ledger, commands: list[c.CommandBase], rng: rand
 SETTLE_TIMEOUT_S = 30
 
 
-def _in_transit(events: list[e.EventBase]) -> set[str]:
-    debited = {ev.transfer_id for ev in events if isinstance(ev, e.TransferDebited)}
-    return debited - {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
+_in_transit = in_transit
 
 
 async def _poll(condition, timeout_s: float):
@@ -173,52 +169,8 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
         legs = await read_topic(settings, settings.transfer_legs_topic)
     assert worker.stop() == 0
 
-    dlq_values = Counter(record.value for record in dlq)
-    assert set(dlq_values) == set(poison), "every poison message, and nothing else, is in the DLQ"
-    assert max(dlq_values.values()) == 1, f"{sum(n > 1 for n in dlq_values.values())} poison messages are in the DLQ twice"
     leg_ids = Counter(ledger.legs.decode(record.value).command_id for record in legs)
-    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id) for ev in events if isinstance(ev, e.TransferDebited)}
-    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id) for ev in events
-                      if isinstance(ev, e.TransferCreditRejected)}
-    assert set(leg_ids) == expected_legs and max(leg_ids.values()) == 1, "each transfer leg is published exactly once"
-
-    counts = Counter(ev.command_id for ev in events)
-    duplicated = {cid: n for cid, n in counts.items() if n > 1}
-    assert not duplicated, f"{len(duplicated)} command ids have more than one outcome, e.g. {list(duplicated)[:5]}"
-    missing = sent_ids - set(counts)
-    assert not missing, f"{len(missing)} commands have no outcome"
-
-    by_wallet: dict[str, list[e.EventBase]] = defaultdict(list)
-    for event in events:
-        by_wallet[event.wallet_id].append(event)
-    for wallet_events in by_wallet.values():
-        verify_chain(wallet_events)
-    replayed = replay(events)
-
-    table = {}
-    gauges = []
-    for partition in range(settings.partitions):
-        db = open_read_only(store_path(settings, partition))
-        try:
-            for key, value in db.items(from_key=b"w/"):
-                if not key.startswith(b"w/"):
-                    break
-                wallet_id = key[2:].decode()
-                table[wallet_id] = decode_state(wallet_id, value)
-            gauges.append(json.loads(db[b"m/gauges"]))
-        finally:
-            db.close()
-    assert table == replayed, "the table must equal a replay of the committed events"
-    assert sum(g["holds_open"] for g in gauges) == sum(len(s.holds) for s in replayed.values())
-    assert sum(g["in_transit"].get("EUR", 0) for g in gauges) == 0, "the in-transit gauge must settle to zero"
-
-    deposits = sum(ev.amount_minor for ev in events if isinstance(ev, e.Deposited))
-    withdrawals = sum(ev.amount_minor for ev in events if isinstance(ev, e.Withdrawn))
-    captures = sum(ev.amount_minor for ev in events if isinstance(ev, e.HoldCaptured))
-    debited = {ev.transfer_id: ev.amount_minor for ev in events if isinstance(ev, e.TransferDebited)}
-    settled_ids = {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
-    in_transit = sum(amount for tid, amount in debited.items() if tid not in settled_ids)
-    balances = sum(state.balance_minor for state in replayed.values())
-    assert in_transit == 0, f"{len(_in_transit(events))} transfers are stuck in transit ({in_transit} minor units)"
-    assert balances + in_transit == deposits - withdrawals - captures
+    assert_exactly_once(events, sent_ids, dlq, poison, leg_ids)
+    assert_stores_equal_replay_and_money_is_conserved(
+        events, [store_path(settings, partition) for partition in range(settings.partitions)])
     assert sum(1 for ev in events if isinstance(ev, e.TransferRefunded)) > 0, "the load must exercise refunds"

@@ -9,20 +9,17 @@ partition's freshest store equals a replay of the events, every hash chain verif
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
-from app import identity
-from app.domain import events as e
-from app.domain.ledger import replay, verify_chain
-from tables.wallet_store import decode_state, open_read_only
+from tables.wallet_store import open_read_only
 from tests.conftest import prepare_topics
 from tests.harness import Ledger, WorkerProcess, isolated_settings, read_topic, wait_for_async
 from tests.system import test_crash_exactly_once as crash
+from tests.system.ledger_checks import assert_exactly_once, assert_stores_equal_replay_and_money_is_conserved
 
 COMMANDS = 30_000
 SEED = 11
@@ -109,43 +106,6 @@ async def test_workers_joining_leaving_dying_and_pausing_under_load_lose_and_dou
         if worker.alive():
             worker.stop()
 
-    dlq_values = Counter(record.value for record in dlq)
-    assert set(dlq_values) == set(poison), "every poison message, and nothing else, is in the DLQ"
-    assert max(dlq_values.values()) == 1, "a poison message is in the DLQ twice"
     leg_ids = Counter(ledger.legs.decode(record.value).command_id for record in legs)
-    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id) for ev in events
-                     if isinstance(ev, e.TransferDebited)}
-    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id) for ev in events
-                      if isinstance(ev, e.TransferCreditRejected)}
-    assert set(leg_ids) == expected_legs and max(leg_ids.values()) == 1, "each transfer leg is published once"
-
-    counts = Counter(ev.command_id for ev in events)
-    duplicated = {cid: n for cid, n in counts.items() if n > 1}
-    assert not duplicated, f"{len(duplicated)} command ids have more than one outcome, e.g. {list(duplicated)[:5]}"
-    assert not sent_ids - set(counts), "every command has an outcome"
-    assert not crash._in_transit(events), "no transfer is left in transit"
-
-    by_wallet: dict[str, list[e.EventBase]] = defaultdict(list)
-    for event in events:
-        by_wallet[event.wallet_id].append(event)
-    for wallet_events in by_wallet.values():
-        verify_chain(wallet_events)
-    replayed = replay(events)
-    table, gauges = {}, []
-    for path in _freshest_stores(settings):
-        db = open_read_only(path)
-        try:
-            for key, value in db.items(from_key=b"w/"):
-                if not key.startswith(b"w/"):
-                    break
-                table[key[2:].decode()] = decode_state(key[2:].decode(), value)
-            gauges.append(json.loads(db[b"m/gauges"]))
-        finally:
-            db.close()
-    assert table == replayed, "each partition's freshest store must equal a replay of the committed events"
-    assert sum(g["in_transit"].get("EUR", 0) for g in gauges) == 0
-
-    deposits = sum(ev.amount_minor for ev in events if isinstance(ev, e.Deposited))
-    withdrawals = sum(ev.amount_minor for ev in events if isinstance(ev, e.Withdrawn))
-    captures = sum(ev.amount_minor for ev in events if isinstance(ev, e.HoldCaptured))
-    assert sum(state.balance_minor for state in replayed.values()) == deposits - withdrawals - captures
+    assert_exactly_once(events, sent_ids, dlq, poison, leg_ids)
+    assert_stores_equal_replay_and_money_is_conserved(events, _freshest_stores(settings))
