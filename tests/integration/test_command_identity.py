@@ -164,6 +164,22 @@ async def test_commands_from_any_key_partitioner_reach_their_wallets_in_order(le
             assert record.key == event.wallet_id.encode()
 
 
+@pytest.mark.parametrize("compression", ["gzip", "lz4", "snappy", "zstd"])
+async def test_commands_compressed_with_any_kafka_codec_are_decided(ledger, settings, compression):
+    wallet_ids = [new_id() for _ in range(4)]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "compression.type": compression,
+                         "partitioner": "murmur2_random"})
+    for wallet_id in wallet_ids:
+        for command in (opened(wallet_id), deposit(wallet_id, 300)):
+            producer.produce(settings.commands_topic, key=wallet_id.encode(), value=ledger.commands.encode(command))
+    assert producer.flush(30) == 0
+
+    async def all_funded():
+        events = await ledger.read_all(settings.events_topic)
+        return {ev.wallet_id for ev in events if isinstance(ev, e.Deposited)} >= set(wallet_ids)
+    await wait_for_async(all_funded, WAIT_S, f"every {compression}-compressed command decided", interval_s=0.5)
+
+
 async def test_commands_without_a_key_are_routed_by_their_wallet_id(ledger, settings):
     wallet_ids = [new_id() for _ in range(8)]
     for index, wallet_id in enumerate(wallet_ids):
