@@ -31,6 +31,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app import identity
 from app.codec import CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
 from app.kafka import consumer_options, producer_options
@@ -102,12 +103,15 @@ class _Tally:
         self.last_ms = 0
 
     def add(self, event, timestamp_ms: int) -> None:
-        if event.command_id.startswith(self.public_prefix) and ":" not in event.command_id:
+        if event.command_id.startswith(self.public_prefix):
             self.public += 1
             self.first_ms = timestamp_ms if self.first_ms is None else min(self.first_ms, timestamp_ms)
             self.last_ms = max(self.last_ms, timestamp_ms)
             self.debits += type(event).__name__ == "TransferDebited"
-        elif event.command_id.startswith(self.public_prefix) and event.command_id.endswith(":credit"):
+            return
+        # A credit leg's id is `~credit/<source wallet>/<transfer id>`; the bench's transfer id is its command id.
+        leg = identity.INTERNAL_COMMAND_ID_RE.fullmatch(event.command_id)
+        if leg is not None and leg["cause"] == identity.CREDIT and leg["cause_id"].startswith(self.public_prefix):
             self.legs += 1
             self.last_ms = max(self.last_ms, timestamp_ms)
 
