@@ -18,7 +18,8 @@ bootstrap: $(STAMP)
 run: bootstrap
 	$(VENV)/bin/wallet run
 
-# The suite starts the stack itself (tests/conftest.py), stopping on exit what it started.
+# The suite installs the Debian packages its tests use before collecting (promtool, wrk, MariaDB, Redis: nothing
+# is skipped on a fresh machine) and starts the stack itself (tests/conftest.py), stopping on exit what it started.
 # pytest's exit code 5 ("no tests collected") is a failure here: a suite that runs nothing proves nothing.
 test: bootstrap
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \

@@ -1,6 +1,9 @@
 """`wallet bench http`: the HTTP API's balance reads against MySQL-per-request, and its command latency.
 
-In one run, with topics, app id, processor state and ports of its own (as tests/harness.py isolates a test):
+In one run, in a namespace of its own (wallet/isolation.py, as the tests isolate themselves): topics and
+schemas, app id, processor state, ports, a migrated MySQL database `bench_http_<hex>` (not replicated: the
+local replica ignores `bench_*`, so both servers read the primary) and a claimed Redis database. Nothing is
+written to the live read model; the namespace is removed at the end (`--keep` leaves it).
 1. Start (not timed): the worker (`wallet worker --role processor --role sinks`), the API
    (`wallet worker --role web`, per-key rate limit raised out of the way) and the baseline server
    (bench/mysql_balance_server.py: one SELECT of the wallets row per request, the seed's read path).
@@ -24,16 +27,14 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from app.settings import REPO_ROOT, Settings
 from bench.processes import stop as stop_processes
+from wallet import isolation
 
 # The per-key rate limit is not what this measures: raise it beyond any load a run can make.
 RATE_LIMIT_ENV = {"WALLET_RATE_LIMIT_PER_S": "1000000", "WALLET_RATE_LIMIT_BURST": "1000000"}
@@ -82,21 +83,6 @@ class _CpuMeter:
     def cores(self) -> dict[str, float]:
         wall_s = time.monotonic() - self.started
         return {name: round(used_s / wall_s, 2) for name, used_s in self.used_s().items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _settings(base: Settings) -> Settings:
-    """Topics, consumer groups, processor state and ports of this run's own (as tests/harness.py does)."""
-    name = f"bench-http-{uuid.uuid4().hex[:6]}"
-    return replace(base, app_id=name, commands_topic=f"{name}.commands", transfer_legs_topic=f"{name}.legs",
-                   events_topic=f"{name}.events", dlq_topic=f"{name}.dlq", reply_topic=f"{name}.replies",
-                   state_dir=base.state_dir / "bench" / name, http_port=_free_port(),
-                   worker_web_port=_free_port(), api_keys=f"{API_KEY}=wallets:read+wallets:write")
 
 
 def _spawn(argv: list[str], settings: Settings, log_path: Path) -> subprocess.Popen:
@@ -331,21 +317,39 @@ def _bucket_quantile_ms(before: dict[float, float], after: dict[float, float], f
 
 
 def run(base: Settings, wallets: int, connections: int, read_seconds: float, warmup_s: float,
-        command_rate_per_s: int, command_seconds: float, skip_commands: bool, profile_dir: Path | None) -> dict:
-    from app.topics import create_topics
-
+        command_rate_per_s: int, command_seconds: float, skip_commands: bool, profile_dir: Path | None,
+        keep: bool = False) -> dict:
+    """One run in a namespace of its own, removed afterwards unless `keep` (its state folder, with the
+    processes' logs, is kept when the run fails)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `wallet stack up` installs it (ops/local/stack.py APT_PACKAGES)")
-    settings = _settings(base)
+    settings = isolation.isolated_settings(base, "http", folder="bench",
+                                           api_keys=f"{API_KEY}=wallets:read+wallets:write")
+    finished = False
+    try:
+        settings = isolation.claim_redis_database(isolation.with_database(isolation.prepare_topics(settings)))
+        result = _run(settings, wallets, connections, read_seconds, warmup_s, command_rate_per_s, command_seconds,
+                      skip_commands, profile_dir)
+        finished = True
+    finally:
+        if keep:
+            print(f"bench: kept namespace {settings.app_id}: {settings.mysql_dsn}, {settings.redis_url}, "
+                  f"{settings.state_dir}", flush=True)
+        else:
+            isolation.discard(settings, database=True, redis_claimed=True, state=finished)
+    return {"namespace": settings.app_id, **result}
+
+
+def _run(settings: Settings, wallets: int, connections: int, read_seconds: float, warmup_s: float,
+         command_rate_per_s: int, command_seconds: float, skip_commands: bool, profile_dir: Path | None) -> dict:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    create_topics(settings)
     run_tag = settings.app_id.rsplit("-", 1)[-1]
     wallet_ids = [f"hb-{run_tag}-{i:05d}" for i in range(wallets)]
     ids_file = settings.state_dir / "wallet-ids.txt"
     ids_file.write_text("\n".join(wallet_ids) + "\n")
     script = settings.state_dir / "balance.lua"
     script.write_text(WRK_SCRIPT % {"ids": ",".join(f'"{w}"' for w in wallet_ids), "key": API_KEY})
-    baseline_port = _free_port()
+    baseline_port = isolation.free_port()
     logs = {name: settings.state_dir / f"{name}.log" for name in ("worker", "web", "mysql-balance-server")}
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -364,7 +368,7 @@ def run(base: Settings, wallets: int, connections: int, read_seconds: float, war
         setup_s = time.monotonic() - setup_started
         sample = f"/v1/wallets/{wallet_ids[0]}/balance"
         result = {"mode": f"{wallets} wallets, wrk {WRK_THREADS} thread {connections} connections, "
-                          f"{base.partitions} partitions", "wallets": wallets,
+                          f"{settings.partitions} partitions", "wallets": wallets,
                   "setup_s": round(setup_s, 1),
                   **_measure_reads(settings, script, f"{api_base}{sample}", f"{baseline_base}{sample}",
                                    connections, read_seconds, warmup_s, procs, profile_dir)}
@@ -436,6 +440,8 @@ def main(argv: list[str], base: Settings) -> int:
     parser.add_argument("--no-commands", action="store_true", help="balance reads only")
     parser.add_argument("--profile-dir", type=Path, default=None,
                         help="py-spy the API process during the measured runs; folded stacks into this folder")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the namespace (topics, database, Redis database, state and logs) for inspection")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     if args.profile_dir:
@@ -446,7 +452,7 @@ def main(argv: list[str], base: Settings) -> int:
 
     stack.up(base)
     result = run(base, args.wallets, args.connections, args.read_seconds, args.warmup_s, args.command_rate,
-                 args.command_seconds, args.no_commands, args.profile_dir)
+                 args.command_seconds, args.no_commands, args.profile_dir, keep=args.keep)
     _print(result)
     if args.json:
         print(json.dumps(result))

@@ -1,6 +1,9 @@
 """`wallet bench processor`: the processor's throughput and latency against a raw-loop ceiling.
 
-In one run, on fresh topics of their own:
+In one run, in two namespaces of their own (wallet/isolation.py, as the tests isolate themselves): topics
+and schemas, app ids, processor state and ports for the processor, and again for the raw loop. Only the
+processor role runs (no sinks, no API), so no read model is written; the namespaces are removed at the end
+(`--keep` leaves them, e.g. to profile a processor on the backlog).
 1. Setup (not timed): open every wallet and fund it.
 2. Throughput: N commands (60% deposits/withdrawals, 25% transfers, 15% holds) are put on the
    commands topic as a backlog, then K processor instances drain it. commands/s = outcomes / (last
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import statistics
@@ -24,29 +28,24 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app import identity
 from app.codec import CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
 from app.kafka import consumer_options, producer_options
 from app.settings import REPO_ROOT, Settings
-from app.topics import create_topics
 from bench.processes import stop as stop_processes
+from wallet import isolation
 
 SETUP_TIMEOUT_S = 600
 DRAIN_TIMEOUT_S = 900
+# The latency run's default load: steady, well below the processor's capacity (docs/BENCHMARKS.md).
 LATENCY_RATE_PER_S = 2_000
 LATENCY_SECONDS = 10
 HOT_WALLETS = 10
 HOT_SHARE = 0.8
-
-
-def _settings(base: Settings, tag: str) -> Settings:
-    name = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
-    return replace(base, app_id=name, commands_topic=f"{name}.commands", transfer_legs_topic=f"{name}.legs",
-                   events_topic=f"{name}.events", dlq_topic=f"{name}.dlq", state_dir=base.state_dir / "bench" / name)
 
 
 def build_workload(count: int, wallets: int, hot: bool, seed: int = 1) -> tuple[list[str], list[c.CommandBase]]:
@@ -104,12 +103,15 @@ class _Tally:
         self.last_ms = 0
 
     def add(self, event, timestamp_ms: int) -> None:
-        if event.command_id.startswith(self.public_prefix) and ":" not in event.command_id:
+        if event.command_id.startswith(self.public_prefix):
             self.public += 1
             self.first_ms = timestamp_ms if self.first_ms is None else min(self.first_ms, timestamp_ms)
             self.last_ms = max(self.last_ms, timestamp_ms)
             self.debits += type(event).__name__ == "TransferDebited"
-        elif event.command_id.startswith(self.public_prefix) and event.command_id.endswith(":credit"):
+            return
+        # A credit leg's id is `~credit/<source wallet>/<transfer id>`; the bench's transfer id is its command id.
+        leg = identity.INTERNAL_COMMAND_ID_RE.fullmatch(event.command_id)
+        if leg is not None and leg["cause"] == identity.CREDIT and leg["cause_id"].startswith(self.public_prefix):
             self.legs += 1
             self.last_ms = max(self.last_ms, timestamp_ms)
 
@@ -148,8 +150,8 @@ def _spawn(module_args: list[str], settings: Settings, log_name: str) -> subproc
 
 
 async def _measure_processor(settings: Settings, instances: int, wallets: list[str],
-                             commands: list[c.CommandBase], registry: SchemaRegistry) -> dict:
-    create_topics(settings)
+                             commands: list[c.CommandBase], registry: SchemaRegistry, latency_rate_per_s: int,
+                             latency_seconds: float) -> dict:
     codec = CommandCodec(registry, settings.commands_topic)
     events = EventCodec(registry, settings.events_topic)
     ts = int(time.time() * 1000)
@@ -171,7 +173,7 @@ async def _measure_processor(settings: Settings, instances: int, wallets: list[s
         await _produce(settings, codec, commands)
         procs = start()
         tally = await _drain(settings, settings.events_topic, events, "bc-", len(commands), DRAIN_TIMEOUT_S, procs)
-        latencies = await _latency(settings, codec, wallets)
+        latencies = await _latency(settings, codec, wallets, latency_rate_per_s, latency_seconds)
     finally:
         stop_processes(procs)
     span_s = max(0.001, (tally.last_ms - tally.first_ms) / 1000)
@@ -180,8 +182,9 @@ async def _measure_processor(settings: Settings, instances: int, wallets: list[s
             **latencies}
 
 
-async def _latency(settings: Settings, codec: CommandCodec, wallets: list[str]) -> dict:
-    """Deposits at LATENCY_RATE_PER_S for LATENCY_SECONDS; end-to-end latency at a reader."""
+async def _latency(settings: Settings, codec: CommandCodec, wallets: list[str], rate_per_s: int,
+                   seconds: float) -> dict:
+    """Deposits at `rate_per_s` for `seconds`; end-to-end latency at a reader."""
     events = EventCodec(codec.registry, settings.events_topic)
     consumer = AIOKafkaConsumer(settings.events_topic, **consumer_options(settings, None, auto_offset_reset="latest"))
     await consumer.start()
@@ -201,11 +204,11 @@ async def _latency(settings: Settings, codec: CommandCodec, wallets: list[str]) 
                     if event.command_id in sent:
                         latencies_ms.append(now_ms - sent[event.command_id])
 
-    total = LATENCY_RATE_PER_S * LATENCY_SECONDS
+    total = max(1, int(rate_per_s * seconds))
     reader = asyncio.create_task(read())
     started = time.monotonic()
     for i in range(total):
-        due = started + i / LATENCY_RATE_PER_S
+        due = started + i / rate_per_s
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -219,13 +222,12 @@ async def _latency(settings: Settings, codec: CommandCodec, wallets: list[str]) 
     await consumer.stop()
     latencies_ms.sort()
     return {"latency_p50_ms": statistics.median(latencies_ms),
-            "latency_p99_ms": latencies_ms[int(len(latencies_ms) * 0.99) - 1],
-            "latency_rate_per_s": LATENCY_RATE_PER_S}
+            "latency_p99_ms": latencies_ms[max(0, math.ceil(len(latencies_ms) * 0.99) - 1)],
+            "latency_rate_per_s": rate_per_s}
 
 
 async def _measure_raw(settings: Settings, instances: int, commands: list[c.CommandBase],
                        registry: SchemaRegistry) -> dict:
-    create_topics(settings)
     codec = CommandCodec(registry, settings.commands_topic)
     await _produce(settings, codec, commands)
     procs = [_spawn(["bench.raw_loop", str(i), str(instances)], settings, f"raw-{i}") for i in range(instances)]
@@ -238,12 +240,33 @@ async def _measure_raw(settings: Settings, instances: int, commands: list[c.Comm
     return {"raw_loop_per_s": len(commands) / span_s, "raw_span_s": span_s}
 
 
-async def run(base: Settings, count: int, wallets: int, hot: bool, instances: int) -> dict:
+async def _in_namespace(base: Settings, name: str, keep: bool, measure) -> dict:
+    """`await measure(settings)` in a namespace of its own (topics, schemas, state, ports), removed afterwards
+    unless `keep`; its state folder, with the processes' logs, stays when the measurement fails."""
+    settings = isolation.isolated_settings(base, name, folder="bench")
+    finished = False
+    try:
+        isolation.prepare_topics(settings)
+        result = await measure(settings)
+        finished = True
+        return result
+    finally:
+        if keep:
+            print(f"bench: kept namespace {settings.app_id} (topics {settings.app_id}.*, {settings.state_dir})",
+                  flush=True)
+        else:
+            isolation.discard(settings, state=finished)
+
+
+async def run(base: Settings, count: int, wallets: int, hot: bool, instances: int, *,
+              latency_rate_per_s: int = LATENCY_RATE_PER_S, latency_seconds: float = LATENCY_SECONDS,
+              keep: bool = False) -> dict:
     registry = SchemaRegistry(base.registry_url)
     wallet_ids, commands = build_workload(count, wallets, hot)
     mode = f"{'hot' if hot else 'uniform'}, exactly_once, {instances} processor process(es), {base.partitions} partitions"
-    processor = await _measure_processor(_settings(base, "proc"), instances, wallet_ids, commands, registry)
-    raw = await _measure_raw(_settings(base, "raw"), instances, commands, registry)
+    processor = await _in_namespace(base, "processor", keep, lambda settings: _measure_processor(
+        settings, instances, wallet_ids, commands, registry, latency_rate_per_s, latency_seconds))
+    raw = await _in_namespace(base, "raw", keep, lambda settings: _measure_raw(settings, instances, commands, registry))
     return {"mode": mode, "commands": count, "wallets": wallets, **processor, **raw,
             "ratio_to_raw": processor["commands_per_s"] / raw["raw_loop_per_s"]}
 
@@ -254,12 +277,18 @@ def main(argv: list[str], base: Settings) -> int:
     parser.add_argument("--wallets", type=int, default=100_000)
     parser.add_argument("--hot", action="store_true", help=f"{HOT_SHARE:.0%} of traffic on {HOT_WALLETS} wallets")
     parser.add_argument("--instances", type=int, default=2, help="processor (and raw loop) processes")
+    parser.add_argument("--latency-rate", type=int, default=LATENCY_RATE_PER_S, help="deposits per second, latency")
+    parser.add_argument("--latency-seconds", type=float, default=LATENCY_SECONDS, help="duration of the latency run")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the namespaces (topics, processor state and logs) for inspection or profiling")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     from ops.local import stack
 
     stack.up(base)
-    result = asyncio.run(run(base, args.commands, args.wallets, args.hot, args.instances))
+    result = asyncio.run(run(base, args.commands, args.wallets, args.hot, args.instances,
+                             latency_rate_per_s=args.latency_rate, latency_seconds=args.latency_seconds,
+                             keep=args.keep))
     print(f"\nprocessor benchmark ({result['mode']})")
     for label, key, unit in [("commands", "commands", ""), ("processor commands/s", "commands_per_s", "/s"),
                              ("processor outcomes/s (legs incl.)", "outcomes_per_s", "/s"),

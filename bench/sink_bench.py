@@ -1,7 +1,9 @@
 """`wallet bench sink`: MySQL sink catch-up from zero against a naive one-event-per-transaction sink.
 
-In one run, on a fresh events topic and fresh databases of their own (`bench_sink`, `bench_sink_naive`;
-the local replica does not apply `bench_*`, so it does not compete for the cores):
+In one run, in a namespace of its own (wallet/isolation.py, as the tests isolate themselves): topics and
+schemas, app id and two migrated databases, `bench_sink_<hex>` and `bench_sink_<hex>_naive` (the local
+replica does not apply `bench_*`, so it does not compete for the cores). No Redis is written. The namespace
+is removed at the end (`--keep` leaves it).
 1. Setup (not timed): N events (default 1,000,000) of W wallets are encoded with `EventCodec` straight onto
    the topic (no processor): per wallet an opening, then deposits, withdrawals, holds, transfers and
    rejections with consistent versions and balances.
@@ -22,10 +24,9 @@ import asyncio
 import json
 import random
 import time
-import uuid
-from dataclasses import replace
 
 from app.settings import Settings
+from wallet import isolation
 
 DRAIN_TIMEOUT_S = 1_800
 PRODUCE_FLUSH_TIMEOUT_S = 300
@@ -159,44 +160,47 @@ async def run_naive(settings: Settings, sample: int) -> tuple[int, float]:
     return written, elapsed
 
 
-def _prepare_database(settings: Settings, name: str) -> Settings:
-    from wallet import bootstrap
-    from ops.local import stack
-
-    out = replace(settings, mysql_dsn=stack.create_database(settings, name, drop=True), mysql_replica_dsn="")
-    bootstrap.migrate(out)
-    return out
-
-
 def main(argv: list[str], base: Settings) -> int:
     parser = argparse.ArgumentParser(prog="wallet bench sink")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--wallets", type=int, default=20_000)
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=base.sink_batch_size_max, help="sink_batch_size_max")
+    parser.add_argument("--keep", action="store_true", help="leave the namespace (topics, databases) for inspection")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    from ops.local import stack
 
-    from app.topics import create_topics
+    stack.up(base)
+    settings = isolation.isolated_settings(base, "sink", folder="bench", sink_batch_size_max=args.batch)
+    fast = naive = None
+    finished = False
+    try:
+        isolation.prepare_topics(settings)
+        t0 = time.perf_counter()
+        events = build_events(args.events, args.wallets)
+        produce(settings, events)
+        setup_s = time.perf_counter() - t0
+        del events
 
-    name = f"bench-sink-{uuid.uuid4().hex[:6]}"
-    settings = replace(base, app_id=name, commands_topic=f"{name}.commands", transfer_legs_topic=f"{name}.legs",
-                       events_topic=f"{name}.events", dlq_topic=f"{name}.dlq", sink_batch_size_max=args.batch)
-    create_topics(settings)
-    t0 = time.perf_counter()
-    events = build_events(args.events, args.wallets)
-    produce(settings, events)
-    setup_s = time.perf_counter() - t0
-    del events
+        fast = isolation.with_database(settings)
+        sink_s = asyncio.run(run_sink(fast, args.events))
+        events_per_s = args.events / sink_s
 
-    fast = _prepare_database(settings, "bench_sink")
-    sink_s = asyncio.run(run_sink(fast, args.events))
-    events_per_s = args.events / sink_s
-
-    naive = _prepare_database(settings, "bench_sink_naive")
-    naive_count, naive_s = asyncio.run(run_naive(naive, args.naive_events))
-    naive_per_s = naive_count / naive_s
-    ratio = events_per_s / naive_per_s
+        naive = isolation.with_database(settings, suffix="-naive")
+        naive_count, naive_s = asyncio.run(run_naive(naive, args.naive_events))
+        naive_per_s = naive_count / naive_s
+        ratio = events_per_s / naive_per_s
+        finished = True
+    finally:
+        if args.keep:
+            print(f"bench: kept namespace {settings.app_id} (topics {settings.app_id}.*, databases "
+                  f"{settings.app_id.replace('-', '_')}[_naive])", flush=True)
+        else:
+            for database in (naive, fast):
+                if database is not None:
+                    isolation.discard(database, database=True, topics=False, state=False)
+            isolation.discard(settings, state=finished)
 
     rows = [
         ("events", f"{args.events:,} over {args.wallets:,} wallets (setup {setup_s:.0f} s, not timed)"),

@@ -1,4 +1,5 @@
-"""Session set-up: the real local stack for integration and system tests (unit tests need nothing)."""
+"""Session set-up: the Debian packages every test needs, and the real local stack for integration and
+system tests (unit tests need no service)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,20 @@ import pytest
 
 from app.settings import Settings
 
-# A topic just created is listed by the broker's metadata within moments, even on a loaded machine.
-TOPICS_VISIBLE_TIMEOUT_S = 30.0
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the stack's Debian packages (ops/local/stack.py APT_PACKAGES: promtool, wrk, MariaDB, Redis)
+    before collection, so a fresh machine's first run skips nothing: tests that need a binary find it."""
+    from ops.local import stack as local_stack
 
-def _needs_stack(items) -> bool:
-    return any("tests/integration" in str(item.fspath) or "tests/system" in str(item.fspath) for item in items)
+    if not local_stack.missing_packages():
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:  # `-p no:capture`: output goes to the terminal anyway
+        local_stack.ensure_packages()
+        return
+    with capture.global_and_fixture_disabled():  # apt-get's progress and errors reach the terminal
+        local_stack.ensure_packages()
 
 
 @pytest.fixture(scope="session")
@@ -38,16 +47,8 @@ def stack(request, base_settings: Settings):
 
 
 def prepare_topics(settings: Settings) -> Settings:
-    """Create the isolated topics of `settings` and check them (what `wallet init` does)."""
-    from app.topics import TopicMissing, check_partitions, create_topics
-    from tests.harness import wait_for
+    """Create the isolated topics of `settings`, check them and register their schemas (what `wallet init`
+    does; wallet/isolation.py, shared with the benchmarks)."""
+    from wallet.isolation import prepare_topics as prepare
 
-    create_topics(settings)
-
-    def visible() -> bool:  # the broker's metadata cache may publish new topics a moment later
-        try:
-            return bool(check_partitions(settings))
-        except TopicMissing:
-            return False
-    wait_for(visible, TOPICS_VISIBLE_TIMEOUT_S, "the new topics in the broker's metadata", interval_s=0.2)
-    return settings
+    return prepare(settings)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
@@ -24,26 +22,11 @@ from app.codec import CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
 from app.kafka import consumer_options, producer_options
 from app.settings import REPO_ROOT, Settings
+# A test's namespace (topics, groups, state, ports, keys; a read model on request) is the benchmarks' too.
+from wallet.isolation import free_port, isolated_settings  # noqa: F401 (the tests import them from here)
 
 T = TypeVar("T")
 WORKER_READY_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def isolated_settings(base: Settings, name: str, **overrides: object) -> Settings:
-    """Settings with topics, groups, processor state and ports of their own."""
-    tag = f"{name}-{uuid.uuid4().hex[:6]}"
-    return replace(
-        base, app_id=f"t-{tag}", commands_topic=f"{tag}.commands", transfer_legs_topic=f"{tag}.transfer-legs",
-        events_topic=f"{tag}.events", dlq_topic=f"{tag}.commands.dlq", reply_topic=f"{tag}.replies",
-        state_dir=base.state_dir / "tests" / tag, http_port=free_port(), worker_web_port=free_port(),
-        api_keys="test-read=wallets:read,test-write=wallets:read+wallets:write,test-admin=admin",
-        **overrides)
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:

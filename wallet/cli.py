@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--dry-run", action="store_true", help="replay: say what would be re-driven, publish nothing")
     dlq.add_argument("--offset", action="append", metavar="P:O", dest="positions",
                      help="replay: the DLQ record at partition P, offset O (repeatable; default: all not replayed)")
-    bench = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
+    bench = sub.add_parser("bench", help="benchmarks, each in a namespace of its own (see docs/BENCHMARKS.md)")
     bench.add_argument("target", choices=["processor", "sink", "http"])
     bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser

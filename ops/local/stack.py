@@ -40,17 +40,21 @@ BINLOG_EXPIRE_S = 24 * 3600
 # Heaps are bounded: the machine has 2 cores and everything shares them.
 KAFKA_HEAP = "-Xmx768m"
 REGISTRY_HEAP = "-Xmx384m"
-# wrk: the HTTP load generator of `wallet bench http` (far cheaper per request than a Python client).
-APT_PACKAGES = {"mariadbd": "mariadb-server", "redis-server": "redis-server", "prometheus": "prometheus",
-                "wrk": "wrk"}
+# Debian packages by a binary each provides: the services, the mariadb client and dump (provisioning, the
+# replica's seed), promtool (tests/unit/test_alert_rules.py) and wrk, the HTTP load generator of
+# `wallet bench http` (far cheaper per request than a Python client). The test session installs them
+# before pytest collects (tests/conftest.py), so no test finds one missing.
+APT_PACKAGES = {"mariadbd": "mariadb-server", "mariadb": "mariadb-client", "mariadb-dump": "mariadb-client",
+                "redis-server": "redis-server", "prometheus": "prometheus", "promtool": "prometheus", "wrk": "wrk"}
 # The local replica's account on the primary (local only: the stack binds to 127.0.0.1).
 REPLICATION_USER = "wallet_repl"
 REPLICATION_PASSWORD = "wallet_repl"
 # Both replication threads must be running this soon after `START SLAVE`.
 REPLICA_RUNNING_TIMEOUT_S = 60.0
-# Databases the replica does not apply: `wallet bench sink` writes 1M rows there and the benchmark
-# should not share the two cores with a replica applying them.
-REPLICA_IGNORED_TABLES = "bench\\_%.%"
+# Databases the replica does not apply: the benchmarks' (`wallet bench sink` writes 1M rows) should not
+# share the two cores with a replica applying them.
+REPLICA_IGNORED_DATABASE_PREFIX = "bench_"
+REPLICA_IGNORED_TABLES = REPLICA_IGNORED_DATABASE_PREFIX.replace("_", "\\_") + "%.%"
 
 
 class StackError(RuntimeError):
@@ -99,10 +103,16 @@ def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] |
 # ---------------------------------------------------------------- installs
 
 
-def ensure_packages() -> None:
-    """Install MariaDB, Redis, Prometheus and wrk from Debian when their binaries are missing."""
+def missing_packages() -> list[str]:
+    """The Debian packages of APT_PACKAGES whose binary is on neither the PATH nor /usr/sbin."""
     missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None
                and not Path("/usr/sbin", binary).exists()]
+    return sorted(set(missing))
+
+
+def ensure_packages() -> None:
+    """Install MariaDB, Redis, Prometheus (with promtool) and wrk from Debian when a binary is missing."""
+    missing = missing_packages()
     if not missing:
         return
     print(f"stack: installing {' '.join(missing)} with apt-get", flush=True)
@@ -344,7 +354,7 @@ def _mariadb_replica_provision(settings: Settings) -> None:
 def _seed_replica(settings: Settings) -> None:
     system = {"mysql", "information_schema", "performance_schema", "sys"}
     databases = [name for name in (_mysql_root(settings, "SHOW DATABASES") or "").split()
-                 if name not in system and not name.startswith("bench_")]
+                 if name not in system and replicated(name)]
     position = ""
     if databases:
         sock = settings.state_dir / "mariadb" / "mariadb.sock"
@@ -393,6 +403,17 @@ def create_database(settings: Settings, database: str, *, drop: bool = False) ->
         raise StackError(f"could not create the database {database} in the local MariaDB")
     base, _, query = settings.mysql_dsn.partition("?")
     return base.rsplit("/", 1)[0] + f"/{database}" + (f"?{query}" if query else "")
+
+
+def replicated(database: str) -> bool:
+    """Whether the local replica applies `database` (all but the benchmarks' `bench_*`)."""
+    return not database.startswith(REPLICA_IGNORED_DATABASE_PREFIX)
+
+
+def drop_database(settings: Settings, database: str) -> None:
+    """Drop `database` on the local primary (the replica drops its copy, if it has one, by replication)."""
+    if _mysql_root(settings, f"DROP DATABASE IF EXISTS `{database}`") is None:
+        raise StackError(f"could not drop the database {database} in the local MariaDB")
 
 
 def _dsn_credentials(dsn: str) -> tuple[str, str, str]:

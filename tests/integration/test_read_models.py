@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from readside.mysql import poll_replica_lag
 from readside.redis import make_client, wallet_key
 from readside import readmodel
-from wallet import bootstrap
+from wallet import isolation
 from app.domain import commands as c
 from app.domain import events as e
 from app.kafka import partition_for
@@ -35,15 +34,8 @@ REDIS_DB = 9  # this module's own Redis database (flushed at the start)
 
 def read_model_settings(stack: Settings, name: str, redis_db: int) -> Settings:
     """Isolated topics plus a MySQL database (primary, seen through the replica) and Redis db of their own."""
-    settings = isolated_settings(stack, name)
-    database = f"t_{name}_{uuid.uuid4().hex[:6]}"
-    dsn = local_stack.create_database(settings, database)
-    replica_dsn = (f"mysql+aiomysql://{dsn.split('://', 1)[1].split('@', 1)[0]}@127.0.0.1:"
-                   f"{stack.mysql_replica_port}/{database}")
-    settings = replace(settings, mysql_dsn=dsn, mysql_replica_dsn=replica_dsn,
-                       redis_url=stack.redis_url.rsplit("/", 1)[0] + f"/{redis_db}")
-    bootstrap.migrate(settings)
-    return prepare_topics(settings)
+    settings = isolation.with_database(prepare_topics(isolated_settings(stack, name)))
+    return isolation.with_redis_database(settings, redis_db)
 
 
 def sinks_worker(settings: Settings, **kwargs) -> WorkerProcess:
@@ -52,8 +44,7 @@ def sinks_worker(settings: Settings, **kwargs) -> WorkerProcess:
 
 
 def drop_database(settings: Settings) -> None:
-    database = settings.mysql_dsn.rsplit("/", 1)[1]
-    local_stack._mysql_root(settings, f"DROP DATABASE IF EXISTS `{database}`")
+    isolation.drop_database(settings)
 
 
 async def flush_redis(settings: Settings) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from app.settings import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: prometheus)")
 
 
 def _alert_names() -> set[str]:
@@ -21,16 +18,24 @@ def _alert_names() -> set[str]:
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60)
+    # Never a skip: the test session installs promtool first (tests/conftest.py), so its absence is a fault.
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed (Debian: prometheus; tests/conftest.py installs it)"
+    return subprocess.run([promtool, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60)
 
 
-@needs_promtool
+def test_the_session_installs_every_debian_package_the_tests_need_before_collecting():
+    from ops.local.stack import APT_PACKAGES, missing_packages
+
+    assert "promtool" in APT_PACKAGES and "wrk" in APT_PACKAGES
+    assert missing_packages() == [], "tests/conftest.py pytest_configure should have installed these"
+
+
 def test_alert_rules_pass_promtool_check():
     result = _promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_alert_rules_fire_and_stay_quiet_as_their_unit_tests_expect():
     result = _promtool("test", "rules", "alerts_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
