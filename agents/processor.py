@@ -79,7 +79,7 @@ class Processor(PartitionHandover):
         self.table_port = table_port
         self.limits = Limits(amount_max_major=settings.amount_max_major,
                              holds_open_max=settings.holds_open_max)
-        self.registry = registry or SchemaRegistry(settings.registry_url)
+        self.registry = registry or SchemaRegistry.for_settings(settings)
         self.commands = CommandCodec(self.registry, settings.commands_topic)
         self.legs = CommandCodec(self.registry, settings.transfer_legs_topic)
         self.events = EventCodec(self.registry, settings.events_topic)
@@ -162,6 +162,9 @@ class Processor(PartitionHandover):
         batch_max = self.settings.processor_batch_size_max
         while True:
             batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
+            # Schema ids first seen here are resolved off the loop; a registry that does not answer makes the
+            # batch wait (with backoff), never sends a well-formed command to the DLQ.
+            await self.commands.ensure(record.value for records in batch.values() for record in records)
             async with self._lock:
                 now_ms, monotonic_s = self._now_ms(), time.monotonic()
                 releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)

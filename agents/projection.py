@@ -134,6 +134,7 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
         while True:
             batch = await consumer.getmany(timeout_ms=settings.sink_batch_wait_ms,
                                            max_records=settings.sink_batch_size_max)
+            await codec.ensure(r.value for records in batch.values() for r in records)
             # Decoding and preparing are CPU work (most of this process's time): on a thread of their
             # own, so the event loop keeps feeding the writes in flight their statements and reading
             # their results (it gets the GIL back within the interpreter's switch interval, 5 ms).

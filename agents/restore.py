@@ -56,6 +56,7 @@ async def restore(consumer: AIOKafkaConsumer, events_topic: str, codec: EventCod
     started = time.perf_counter()
     while await consumer.position(tp) < end:
         batch = await consumer.getmany(tp, timeout_ms=RESTORE_FETCH_WAIT_MS, max_records=RESTORE_WRITE_EVERY)
+        await codec.ensure(record.value for record in batch.get(tp, ()))
         for record in batch.get(tp, []):
             headers = dict(record.headers or ())
             replay_event(store, codec.decode(record.value), record.value,

@@ -84,6 +84,7 @@ class StandbyTailer:
                     continue
                 batch = await consumer.getmany(timeout_ms=STANDBY_FETCH_WAIT_MS,
                                                max_records=STANDBY_FETCH_RECORDS_MAX)
+                await self.codec.ensure(r.value for records in batch.values() for r in records)
                 self._fold(batch)
                 worst = 0
                 for tp in consumer.assignment():

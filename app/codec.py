@@ -10,9 +10,11 @@ fields are the dataclass fields minus the envelope fields.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
+import logging
 import struct
 import threading
 import time
@@ -22,8 +24,11 @@ from typing import Any, Iterable
 
 import fastavro
 
+from app import metrics
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
+
+log = logging.getLogger("wallet.registry")
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 NAMESPACE = "wallet.v1"
@@ -37,6 +42,13 @@ EVENT_ENVELOPE = ("wallet_id", "command_id", "timestamp_ms", "version", "balance
 UNKNOWN_SCHEMA_RETRY_S = 30.0
 # Bound of the remembered unknown ids (the fuzz test sends thousands of them).
 UNKNOWN_SCHEMA_CACHE_MAX = 10_000
+
+
+class RegistryUnavailable(Exception):
+    """The registry did not answer (down, slow, 5xx): a transient fault, never a reason to DLQ a message.
+
+    Operator action: bring the schema registry back (`wallet stack status`); consumers wait and resume.
+    """
 
 
 class CodecError(Exception):
@@ -64,18 +76,31 @@ def _branch_names(schema: dict[str, Any]) -> list[str]:
 class SchemaRegistry:
     """A thin, cached client of a Confluent-compatible registry (Apicurio's ccompat API locally).
 
-    Calls are blocking (confluent-kafka's client); they happen at start-up and on the first sight of
-    a schema id, never per message.
+    Calls are blocking (confluent-kafka's client); they happen at start-up and on the first sight of a
+    schema id, never per message. Consumers on an event loop call `await ensure(values)` before decoding a
+    batch: it resolves unknown ids in a thread, and while the registry is unreachable it waits with
+    backoff (never answering "unknown"), so a registry fault is transient, not poison. Only the registry's
+    own "not found" makes an id unknown (`UNKNOWN_SCHEMA`).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, request_timeout_s: float = 10.0, backoff_initial_s: float = 0.1,
+                 backoff_max_s: float = 5.0) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         self.url = url
-        self._client = SchemaRegistryClient({"url": url, "timeout": 10})
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self._client = SchemaRegistryClient({"url": url, "timeout": request_timeout_s})
         self._parsed: dict[int, Any] = {}
         self._unknown: OrderedDict[int, float] = OrderedDict()
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings) -> "SchemaRegistry":
+        """A client of `settings.registry_url` with the settings' timeout and backoff."""
+        return cls(settings.registry_url, request_timeout_s=settings.registry_request_timeout_s,
+                   backoff_initial_s=settings.registry_backoff_initial_ms / 1000,
+                   backoff_max_s=settings.registry_backoff_max_ms / 1000)
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
         from confluent_kafka.schema_registry import Schema
@@ -93,7 +118,10 @@ class SchemaRegistry:
         return schema_id
 
     def parsed(self, schema_id: int) -> Any | None:
-        """The parsed writer schema of `schema_id`, or None when the registry does not know it."""
+        """The parsed writer schema of `schema_id`, or None when the registry says it does not know it.
+
+        Raises RegistryUnavailable when the registry cannot be asked (a blocking call: on an event loop,
+        `ensure` first so this is a cache hit)."""
         found = self._parsed.get(schema_id)
         if found is not None:
             return found
@@ -101,10 +129,8 @@ class SchemaRegistry:
             asked_at = self._unknown.get(schema_id)
             if asked_at is not None and time.monotonic() - asked_at < UNKNOWN_SCHEMA_RETRY_S:
                 return None
-            try:
-                text = self._client.get_schema(schema_id).schema_str
-                parsed = fastavro.parse_schema(json.loads(text))
-            except Exception:  # not found, or not an Avro schema we can parse: the message is poison
+            parsed = self._fetch(schema_id)
+            if parsed is None:
                 self._unknown[schema_id] = time.monotonic()
                 self._unknown.move_to_end(schema_id)
                 while len(self._unknown) > UNKNOWN_SCHEMA_CACHE_MAX:
@@ -112,6 +138,52 @@ class SchemaRegistry:
                 return None
             self._parsed[schema_id] = parsed
             return parsed
+
+    def _fetch(self, schema_id: int) -> Any | None:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            text = self._client.get_schema(schema_id).schema_str
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None  # the registry's definite answer: no such id
+            raise RegistryUnavailable(f"registry answered {exc.http_status_code}: {exc}") from exc
+        except Exception as exc:  # connection refused, timeout, DNS: the registry could not be asked
+            raise RegistryUnavailable(f"registry unreachable: {type(exc).__name__}: {exc}") from exc
+        try:
+            return fastavro.parse_schema(json.loads(text))
+        except Exception:  # not an Avro schema we can parse: a message written with it is poison
+            return None
+
+    def missing(self, values: Iterable[bytes | None]) -> set[int]:
+        """Schema ids named by wire headers in `values` that are neither cached nor recently unknown."""
+        ids = set()
+        for value in values:
+            if value is not None and len(value) >= HEADER.size and value[0] == MAGIC_BYTE:
+                schema_id = HEADER.unpack_from(value)[1]
+                if schema_id not in self._parsed and schema_id not in self._unknown:
+                    ids.add(schema_id)
+        return ids
+
+    async def ensure(self, values: Iterable[bytes | None]) -> None:
+        """Resolve every schema id `values` name, off the event loop; while the registry is unreachable,
+        wait and retry with exponential backoff (bounded by backoff_max_s), until each id is cached or
+        definitely unknown. Cancellable (a SIGTERM still stops the worker)."""
+        missing = self.missing(values)
+        backoff_s = self.backoff_initial_s
+        while missing:
+            try:
+                for schema_id in sorted(missing):
+                    await asyncio.to_thread(self.parsed, schema_id)
+                    missing.discard(schema_id)
+            except RegistryUnavailable as exc:
+                metrics.registry_fetch_failures_total.inc()
+                metrics.registry_waiting.set(1)
+                log.warning("schema registry unavailable; waiting", extra={
+                    "registry": self.url, "schema_ids": sorted(missing), "retry_in_s": backoff_s, "error": str(exc)})
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(self.backoff_max_s, backoff_s * 2)
+        metrics.registry_waiting.set(0)
 
 
 class _Codec:
@@ -141,6 +213,11 @@ class _Codec:
         name, body = record["body"]
         cls = self.types[name.rsplit(".", 1)[-1]]
         return cls(**{field: record[field] for field in self.envelope}, **body)
+
+    async def ensure(self, values: Iterable[bytes | None]) -> None:
+        """Resolve the schema ids `values` name before decoding them (SchemaRegistry.ensure); no-op without one."""
+        if self.registry is not None:
+            await self.registry.ensure(values)
 
     def encode(self, obj: Any) -> bytes:
         out = io.BytesIO()

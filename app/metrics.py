@@ -11,6 +11,11 @@ from prometheus_client.core import GaugeMetricFamily
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
+registry_fetch_failures_total = Counter(
+    "wallet_registry_fetch_failures_total",
+    "Schema lookups the registry could not answer (down, slow, 5xx); the consumer waited and retried.")
+registry_waiting = Gauge(
+    "wallet_registry_waiting", "1 while a consumer of this process waits for the schema registry to answer.")
 commands_total = Counter(
     "wallet_commands_total", "Commands decided, by kind and outcome (applied or the rejection code).",
     ["kind", "outcome"])

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 # Limits that only make sense above zero.
-_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "retention_sweep_interval_s",
+_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
@@ -74,6 +74,13 @@ class Settings:
     # Replicas of every topic `wallet init` creates (1 on the local single broker; 3 in production).
     topic_replication_factor: int = 1
     log_level: str = "INFO"
+
+    # --- schema registry ---
+    # Bound of one registry call; a slower answer counts as the registry being down (retried, never poison).
+    registry_request_timeout_s: float = 10.0
+    # Backoff between two attempts while the registry does not answer: doubles from the first to the max.
+    registry_backoff_initial_ms: int = 100
+    registry_backoff_max_ms: int = 5_000
 
     # --- ledger limits ---
     # Per-command maximum in major units of the currency (1,000,000.00 EUR).

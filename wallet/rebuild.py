@@ -49,7 +49,7 @@ async def read_event_batches(settings: Settings, *, batch_events: int = REBUILD_
     batch (`total` counts offsets, an upper bound under transactions) and once at the end (done, done)."""
     from agents.projection import ProjectedEvent
 
-    codec = EventCodec(registry or SchemaRegistry(settings.registry_url), settings.events_topic)
+    codec = EventCodec(registry or SchemaRegistry.for_settings(settings), settings.events_topic)
     consumer = AIOKafkaConsumer(**consumer_options(settings, None, max_partition_fetch_bytes=8 * 1024 * 1024,
                                                    fetch_max_bytes=64 * 1024 * 1024))
     await consumer.start()

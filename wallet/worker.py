@@ -38,7 +38,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
     from app.codec import SchemaRegistry
     from readside.mysql import monitor_replica_lag
 
-    registry = await asyncio.to_thread(SchemaRegistry, settings.registry_url)
+    registry = await asyncio.to_thread(SchemaRegistry.for_settings, settings)
     readiness: list[asyncio.Event] = []
 
     def ready_event() -> asyncio.Event:

@@ -107,6 +107,7 @@ class CommandGateway:
         """Hand each reply to the request waiting for it; runs until cancelled, a fault ends the process."""
         while True:
             batch = await self._consumer.getmany(timeout_ms=1000, max_records=REPLY_BATCH_MAX)
+            await self.events.ensure(r.value for records in batch.values() for r in records)
             for records in batch.values():
                 for record in records:
                     headers = dict(record.headers or ())
