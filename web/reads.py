@@ -25,6 +25,7 @@ from tables.document import TABLE_PATH
 from app.intake import PUBLIC_COMMAND_ID_RE, WALLET_ID_RE
 from app.kafka import partition_for
 from readside.readmodel import balance_at, command_outcomes, ledger_entries, transfers, wallets
+from readside.errors import StoreUnavailable
 from web import render, validation
 from web.access import READ, authorize, pass_gate
 from web.amounts import format_minor
@@ -44,10 +45,6 @@ PENDING_KEY_PREFIX = "pending-command:"
 ENTRIES_LIMIT_DEFAULT = 50
 ENTRIES_LIMIT_MAX = 200
 _MONEY = ("balance", "available", "held")
-
-
-class StoreDown(Exception):
-    """A read store did not answer (error or timeout); the caller falls back or answers 503."""
 
 
 def unavailable(what: str) -> ProblemError:
@@ -70,7 +67,7 @@ async def from_redis(app: web.Application, wallet_id: str) -> dict[str, Any] | N
         async with asyncio.timeout(STORE_TIMEOUT_S):
             found = await app[REDIS].hgetall(wallet_key(wallet_id))
     except (RedisError, OSError, TimeoutError) as exc:
-        raise StoreDown("redis") from exc
+        raise StoreUnavailable("redis") from exc
     return redis_position(found)
 
 
@@ -90,7 +87,7 @@ async def from_table(app: web.Application, wallet_id: str, min_version: int = 0,
 
     The owner comes from the live group (web/owners.py). While the partition moves (no stable owner, or
     the old owner answers 421), it asks again until `table_read_timeout_ms` when `wait_for_owner` (strong
-    and min_version reads); then, or at once otherwise, StoreDown.
+    and min_version reads); then, or at once otherwise, StoreUnavailable.
     """
     settings = app[SETTINGS]
     partition = partition_for(wallet_id.encode(), settings.partitions)
@@ -109,23 +106,23 @@ async def from_table(app: web.Application, wallet_id: str, min_version: int = 0,
                     if response.status == 200:
                         return await response.json()
                     if response.status != 421:  # 421: not (or no longer, or not yet) the owner
-                        raise StoreDown(f"table answered {response.status}")
+                        raise StoreUnavailable(f"table answered {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             if time.monotonic() >= deadline or not wait_for_owner:
-                raise StoreDown("table") from exc
+                raise StoreUnavailable("table") from exc
         if time.monotonic() >= deadline or not wait_for_owner:
-            raise StoreDown(f"partition {partition} has no owner ready (moving)")
+            raise StoreUnavailable(f"partition {partition} has no owner ready (moving)")
         refresh = True
         await asyncio.sleep(TABLE_OWNER_RETRY_S)
 
 
 async def primary_row(app: web.Application, query) -> dict[str, Any] | None:
-    """The first row of `query` on the MySQL primary (None when there is none); StoreDown when it fails."""
+    """The first row of `query` on the MySQL primary (None when there is none); StoreUnavailable when it fails."""
     try:
         async with app[MYSQL_PRIMARY].connect() as conn:
             row = (await asyncio.wait_for(conn.execute(query), STORE_TIMEOUT_S)).mappings().first()
     except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
-        raise StoreDown("mysql") from exc
+        raise StoreUnavailable("mysql") from exc
     return None if row is None else dict(row)
 
 
@@ -148,11 +145,11 @@ async def locate(app: web.Application, wallet_id: str, *, strong: bool = False, 
                 found = await from_redis(app, wallet_id)
             if found is not None and found["version"] >= min_version:
                 return found
-        except StoreDown:
+        except StoreUnavailable:
             pass  # the table, then MySQL
     try:
         found = await from_table(app, wallet_id, min_version, wait_for_owner=strong or min_version > 0)
-    except StoreDown:
+    except StoreUnavailable:
         if strong:
             raise ProblemError(503, "TABLE_UNAVAILABLE", "Owning processor unavailable",
                                "a strong read needs the processor that owns this wallet (its partition may be "
@@ -165,7 +162,7 @@ async def locate(app: web.Application, wallet_id: str, *, strong: bool = False, 
         return found
     try:
         found = await from_mysql(app, wallet_id)
-    except StoreDown:
+    except StoreUnavailable:
         raise unavailable("no read store") from None
     if found is not None and found["version"] < min_version:
         raise unavailable(f"no store has version {min_version} yet")
@@ -278,7 +275,7 @@ async def get_entries(request: web.Request) -> web.Response:
 async def _status_row(request: web.Request, query) -> dict[str, Any] | None:
     try:
         return await primary_row(request.app, query)
-    except StoreDown:
+    except StoreUnavailable:
         raise unavailable("MySQL") from None
 
 

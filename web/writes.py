@@ -32,7 +32,8 @@ from web.access import ADMIN, PRINCIPAL, WRITE, authorize, pass_gate, pay_before
 from web.commands import GatewayBusy, GatewayUnavailable
 from web.context import GATEWAY, REDIS, SETTINGS, WALLET_CURRENCIES
 from web.problems import ProblemError
-from web.reads import (PENDING_KEY_PREFIX, STORE_TIMEOUT_S, StoreDown, path_wallet_id, primary_row,
+from readside.errors import StoreUnavailable
+from web.reads import (PENDING_KEY_PREFIX, STORE_TIMEOUT_S, path_wallet_id, primary_row,
                         remember_currency, wallet_currency)
 
 log = logging.getLogger("wallet.web.writes")
@@ -89,7 +90,7 @@ async def _outcome_wallet(request: web.Request, command_id: str) -> str | None:
     query = select(command_outcomes.c.wallet_id).where(command_outcomes.c.command_id == command_id)
     try:
         row = await primary_row(request.app, query)
-    except StoreDown:
+    except StoreUnavailable:
         return None  # neither store answers: the processor's per-partition check is what is left
     return None if row is None else row["wallet_id"]
 
