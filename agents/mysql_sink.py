@@ -218,7 +218,7 @@ async def _connect_pinned(**kwargs) -> aiomysql.Connection:
             session = await cursor.fetchone()
     except (pymysql.err.MySQLError, OSError) as exc:
         connection.close()
-        raise SessionRefused(f"MySQL: could not open a sink session: {type(exc).__name__}: {exc}") from exc
+        raise StoreUnavailable(f"MySQL: could not open a sink session: {type(exc).__name__}: {exc}") from exc
     except BaseException:
         connection.close()
         raise

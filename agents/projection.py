@@ -239,7 +239,7 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
 
 async def _write_isolating(write: Callable[[Any], Awaitable[None]], prepare: Callable[[list], Awaitable[Any]],
                            items: list[ProjectedEvent], prepared: Any, settings: Settings, sink: str,
-                           log: logging.Logger, dead_letters: SinkDeadLetters) -> int:
+                           log: logging.Logger, dead_letters: SinkDeadLetters, *, whole_batch: bool = True) -> int:
     """Write a batch; if the store refuses its data, write it again in halves, in log order, down to the
     single events it refuses, and send those to the sink DLQ. Returns how many went there.
 
@@ -253,13 +253,14 @@ async def _write_isolating(write: Callable[[Any], Awaitable[None]], prepare: Cal
         if len(items) == 1:
             await dead_letters.send(items[0], refused)
             return 1
-        log.warning("the store refused a batch; isolating the events at fault", extra={
-            "sink": sink, "events": len(items), "reason": refused.reason, "error": refused.detail})
+        if whole_batch:
+            log.warning("the store refused a batch; isolating the events at fault", extra={
+                "sink": sink, "events": len(items), "reason": refused.reason, "error": refused.detail})
     middle = len(items) // 2
     dead_lettered = 0
     for part in (items[:middle], items[middle:]):
         dead_lettered += await _write_isolating(write, prepare, part, await prepare(part), settings, sink, log,
-                                                dead_letters)
+                                                dead_letters, whole_batch=False)
     return dead_lettered
 
 
