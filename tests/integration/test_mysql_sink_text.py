@@ -30,7 +30,7 @@ from agents.projection import ProjectedEvent
 from app.domain import events as e
 from ops.local import stack as local_stack
 from tests.harness import free_port, isolated_settings
-from wallet import bootstrap
+from wallet import isolation
 
 # The exploit of the reproduction, a ledger entry's `reference`: escaped for the default mode, `x\'` becomes
 # `x\\\'`, whose last quote ends the literal under NO_BACKSLASH_ESCAPES; the row's two last values follow
@@ -62,23 +62,21 @@ async def server(stack):
         yield settings, default_mode
     finally:
         await asyncio.to_thread(local_stack.down, settings, [SERVER_STORE])
-        shutil.rmtree(settings.state_dir / SERVER_STORE, ignore_errors=True)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 @pytest.fixture(params=["default", "no_backslash_escapes"])
 async def database(request, server):
     """A fresh migrated database, the server's global sql_mode set to the parameter's."""
     settings, default_mode = server
-    name = f"t_txt_{uuid.uuid4().hex[:8]}"
-    settings = replace(settings, mysql_dsn=local_stack.create_database(settings, name))
-    bootstrap.migrate(settings)
+    settings = isolation.with_database(settings, f"_{uuid.uuid4().hex[:6]}")
     mode = default_mode + (",NO_BACKSLASH_ESCAPES" if request.param == "no_backslash_escapes" else "")
     assert local_stack._mysql_root(settings, f"SET GLOBAL sql_mode = '{mode}'") is not None
     try:
         yield settings, request.param
     finally:
         local_stack._mysql_root(settings, f"SET GLOBAL sql_mode = '{default_mode}'")
-        local_stack._mysql_root(settings, f"DROP DATABASE IF EXISTS `{name}`")
+        isolation.drop_database(settings)
 
 
 def _connect(settings) -> pymysql.Connection:
@@ -227,10 +225,7 @@ async def test_a_text_longer_than_its_column_is_refused_whole_not_truncated(data
 async def test_a_session_that_gets_no_backslash_escapes_after_it_connected_is_refused(stack) -> None:
     from sqlalchemy import event
 
-    settings = isolated_settings(stack, "txs")
-    name = f"t_txs_{uuid.uuid4().hex[:8]}"
-    settings = replace(settings, mysql_dsn=local_stack.create_database(settings, name))
-    bootstrap.migrate(settings)
+    settings = isolation.with_database(isolated_settings(stack, "txs"))
     try:
         events = Events()
         before = await _victim(settings, events)
@@ -254,7 +249,7 @@ async def test_a_session_that_gets_no_backslash_escapes_after_it_connected_is_re
         assert type(refused.value).__name__ == "SessionRefused"
         assert "NO_BACKSLASH_ESCAPES" in str(refused.value)
     finally:
-        local_stack._mysql_root(settings, f"DROP DATABASE IF EXISTS `{name}`")
+        isolation.discard(settings, database=True, topics=False)
 
 
 async def test_the_sinks_connections_run_one_statement_per_text(stack) -> None:

@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.domain import commands as c
 from app.domain import events as e
 from app.settings import REPO_ROOT
-from tests.harness import Ledger, WorkerProcess, new_id, now_ms, read_topic, wait_for_async
-from tests.integration.test_read_models import drop_database, flush_redis, read_model_settings
+from tests.conftest import prepare_topics
+from tests.harness import Ledger, WorkerProcess, isolated_settings, new_id, now_ms, read_topic, wait_for_async
+from wallet import isolation
 
 WAIT_S = 90
 CLI_TIMEOUT_S = 90
-REDIS_DB = 11  # this module's own Redis database (flushed at the start)
 REFUSED_REFERENCE = "refuse-me"
 OWNER_ID_CHARS_MAX = 16  # the narrowed column
 LONG_OWNER = "an-owner-id-longer-than-the-column"
@@ -40,8 +40,8 @@ LONG_OWNER = "an-owner-id-longer-than-the-column"
 
 @pytest.fixture(scope="module")
 async def settings(stack):
-    settings = read_model_settings(stack, "sdlq", REDIS_DB)
-    await flush_redis(settings)
+    settings = isolation.with_database(prepare_topics(isolated_settings(stack, "sdlq")))
+    settings = isolation.claim_redis_database(settings)
     engine = create_async_engine(settings.mysql_dsn)
     try:
         async with engine.begin() as conn:
@@ -52,7 +52,7 @@ async def settings(stack):
     finally:
         await engine.dispose()
     yield settings
-    drop_database(settings)
+    isolation.discard(settings, database=True, redis_claimed=True)
 
 
 @pytest.fixture(scope="module")
