@@ -151,10 +151,11 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
     consumer = AIOKafkaConsumer(settings.events_topic,
                                 **consumer_options(settings, f"{settings.app_id}-{sink}-sink"))
     dead_letters = dead_letters or SinkDeadLetters(settings, sink)
-    await dead_letters.start()
     try:
+        await dead_letters.start()
         await consumer.start()
-    except BaseException:
+    except BaseException:  # a failure or a stop signal during start-up: close what was opened
+        await consumer.stop()
         await dead_letters.stop()
         raise
     if ready is not None:
