@@ -27,9 +27,10 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from agents.projection import ProjectedEvent, StoreRefused, StoreUnavailable
+from agents.projection import ProjectedEvent, StoreRefused
 from app.domain.events import is_applied
 from app.settings import Settings
+from readside.errors import StoreUnavailable
 from readside.mysql import CONNECT_TIMEOUT_S, POOL_SIZE
 from readside.readmodel import (command_outcomes, fold_wallets, ledger_entries, ledger_row, outcome_row,
                                 transfer_row, transfers, wallets)

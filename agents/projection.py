@@ -33,6 +33,9 @@ from app.domain.events import EventBase
 from app.intake import FINGERPRINT_HEADER
 from app.kafka import consumer_options, producer_options
 from app.settings import Settings
+# The read side's one fault (a store unreachable, or failing a write for a reason of its own: a connection, a
+# deadlock, a missing table): the sink retries the same write.
+from readside.errors import StoreUnavailable
 
 # First retry delay after a store fault; doubles up to Settings.sink_retry_backoff_max_s.
 RETRY_BACKOFF_FIRST_S = 0.1
@@ -65,10 +68,6 @@ class _Write:
     started: float  # time.perf_counter() seconds
     wallet_ids: frozenset[str]
 
-
-class StoreUnavailable(Exception):
-    """A read-model store (MySQL, Redis) is unreachable or failed a write for a reason of its own (a
-    connection, a deadlock, a missing table); the sink retries the same write."""
 
 
 class StoreRefused(Exception):

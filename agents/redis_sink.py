@@ -11,8 +11,9 @@ from __future__ import annotations
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from agents.projection import ProjectedEvent, StoreRefused, StoreUnavailable
+from agents.projection import ProjectedEvent, StoreRefused
 from app.settings import Settings
+from readside.errors import StoreUnavailable
 from readside.readmodel import fold_wallets
 from readside.redis import make_client, wallet_key
 

@@ -15,7 +15,8 @@ from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
 from agents import redis_sink
 from agents.mysql_sink import (_DRIVER_ESCAPED, SESSION_CHARSET, STATEMENT_BYTES_MAX, MultiRowStatement, MySqlWriter,
                                _insert_once, _literal, _transfer_upsert, _wallet_upsert, store_error)
-from agents.projection import StoreRefused, StoreUnavailable
+from agents.projection import StoreRefused
+from readside.errors import StoreUnavailable
 from readside.readmodel import ledger_entries, transfers, wallets
 
 HOSTILE = ["plain", "it's", 'say "hi"', "back\\slash", "\\'", "\\", "'", "''", "nl\nand\rcr", "nul\x00", "ctrl-z\x1a",

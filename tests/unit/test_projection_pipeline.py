@@ -12,7 +12,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from agents import projection
-from agents.projection import StoreRefused, StoreUnavailable, run_projection
+from agents.projection import StoreRefused, run_projection
+from readside.errors import StoreUnavailable
 from app.codec import EventCodec
 from app.domain import events as e
 from app.settings import Settings
