@@ -1,7 +1,16 @@
 """The MySQL sink: projects `wallet.events` into the read model, one DB transaction per batch.
 
-Idempotent by key: ledger entries by `(wallet_id, version)` and outcomes by `command_id` are
-`INSERT IGNORE`d; a wallet row only moves to a newer version; a transfer's status only moves forward.
+Idempotent by key: ledger entries by `(wallet_id, version)` and outcomes by `command_id` are inserted with a
+no-op `ON DUPLICATE KEY UPDATE` (not `INSERT IGNORE`, which would also turn a value the column cannot hold
+into a silent truncation); a wallet row only moves to a newer version; a transfer's status only moves forward.
+
+How values reach the server. The rows are rendered into multi-row statements here (one per table per batch,
+see MultiRowStatement for why), with the driver's own escaping (`pymysql.converters`), which is correct for
+a session whose `sql_mode` lacks NO_BACKSLASH_ESCAPES. So the writer's connections pin that: each one is
+opened with `SESSION_SQL_MODE` and a utf8mb4 client character set, checked once when it connects, and the
+server's NO_BACKSLASH_ESCAPES status flag (sent with every reply) is checked before every statement; a
+session that differs is refused (StoreUnavailable: nothing is written, the sink retries and says why). The
+connections also do not ask for multi-statements, so no text can carry a second statement.
 """
 
 from __future__ import annotations
@@ -9,18 +18,29 @@ from __future__ import annotations
 import operator
 import re
 
+import aiomysql
 import pymysql
+from pymysql.constants import CLIENT, SERVER_STATUS
+from pymysql.converters import escape_item, escape_string
 from sqlalchemy import func, literal_column
 from sqlalchemy.dialects.mysql import insert
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from agents.projection import ProjectedEvent, StoreUnavailable
+from agents.projection import ProjectedEvent, StoreRefused
 from app.domain.events import is_applied
-from readside.readmodel import (command_outcomes, fold_wallets, ledger_entries, ledger_row, outcome_row,
-                           transfer_row, transfers, wallets)
 from app.settings import Settings
-from readside.mysql import make_engine
+from readside.errors import StoreUnavailable
+from readside.mysql import CONNECT_TIMEOUT_S, POOL_SIZE
+from readside.readmodel import (command_outcomes, fold_wallets, ledger_entries, ledger_row, outcome_row,
+                                transfer_row, transfers, wallets)
+
+# The session the rendered statements are escaped for: backslash escapes on (no NO_BACKSLASH_ESCAPES), and
+# strict, so a value a column cannot hold is an error (the event goes to the sink DLQ), never a truncation.
+SESSION_SQL_MODE = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+# Every Unicode text fits, and no character's encoding contains a quote or backslash byte.
+SESSION_CHARSET = "utf8mb4"
+
 
 def _wallet_upsert():
     stmt = insert(wallets)
@@ -29,8 +49,8 @@ def _wallet_upsert():
 
     def keep_unless(column: str, blank_keeps: bool = False):
         value = getattr(new, column)
-        # A literal, not a bound parameter: the driver's multi-row executemany rewrites only the VALUES
-        # part, so a placeholder in ON DUPLICATE KEY UPDATE fails any batch of more than one wallet.
+        # A literal, not a bound parameter: the statement is rendered once with its VALUES repeated per row,
+        # so ON DUPLICATE KEY UPDATE must hold no placeholder.
         condition = newer & (value != literal_column("''")) if blank_keeps else newer
         return func.if_(condition, value, getattr(old, column))
 
@@ -60,27 +80,27 @@ def _transfer_upsert():
     ])
 
 
+def _insert_once(table, key_column: str):
+    """INSERT that leaves an existing row with the same key as it is (a replayed event) and fails on a
+    value the table cannot hold (INSERT IGNORE would truncate it with a warning)."""
+    return insert(table).on_duplicate_key_update({key_column: table.c[key_column]})
+
+
 # One multi-row statement carries at most this much SQL text (MariaDB's max_allowed_packet is 16 MiB).
 STATEMENT_BYTES_MAX = 4 * 1024 * 1024
-_ESCAPES = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 26: "\\Z",
-                 ord("'"): "\\'", ord('"'): '\\"'}
-
-
-_NEEDS_ESCAPE = re.compile("[\x00\n\r\x1a'\"\\\\]")
+_LITERAL_TYPES = (str, int, bool, type(None))
+# The characters the driver's escape_string changes, asked of the driver itself (it escapes by an ASCII
+# table and leaves every other character as it is; tests/unit/test_mysql_sink_render.py holds it to that).
+# A text column none of whose values holds one is rendered without calling it per value: same result.
+_DRIVER_ESCAPED = "".join(ch for ch in map(chr, range(128)) if escape_string(ch) != ch)
+_NEEDS_ESCAPE = re.compile("[" + re.escape(_DRIVER_ESCAPED) + "]")
 
 
 def _literal(value: object) -> str:
-    """A SQL literal for the values the read model holds (str, int, None), escaped as the driver does
-    (pymysql.converters.escape_string; the server runs without NO_BACKSLASH_ESCAPES)."""
-    if value is None:
-        return "NULL"
-    if type(value) is int:
-        return str(value)
-    if isinstance(value, str):
-        return "'" + value.translate(_ESCAPES) + "'"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    raise TypeError(f"no SQL literal for {type(value).__name__}")
+    """A SQL literal for the values the read model holds (str, int, None), by the driver's escaping."""
+    if not isinstance(value, _LITERAL_TYPES):
+        raise TypeError(f"no SQL literal for {type(value).__name__}")
+    return escape_item(value, SESSION_CHARSET)
 
 
 _INT_TYPES = frozenset({int, bool})
@@ -89,12 +109,14 @@ _INT_TYPES = frozenset({int, bool})
 class MultiRowStatement:
     """`INSERT ... VALUES (...), (...) [ON DUPLICATE KEY UPDATE ...]` rendered as text in few statements.
 
-    Why not `executemany`: the driver escapes every value through a generic per-type dispatch, which cost
-    half of the sink's time at 20,000 events/s (profiled; docs/BENCHMARKS.md, Sink). The rows here hold
-    only str, int and None, so they are rendered here, with the driver's escaping, a column at a time:
-    a NOT NULL integer column is checked to hold ints only, a NOT NULL text column to hold str only and
-    is escaped only when one of its values needs it (one regex scan per column), and each row is then
-    one `%` format in C. A batch that breaks the column types is rendered value by value (`_literal`)."""
+    Why not the driver's parameters (`cursor.execute(sql, args)`): it escapes every value through a generic
+    per-type dispatch on the event loop, which cost half of the sink's time at 20,000 events/s (profiled;
+    docs/BENCHMARKS.md, Sink). The rows here hold only str, int and None, so they are rendered here, on the
+    projection's decode thread, with the driver's escaping, a column at a time: a NOT NULL integer column
+    is checked to hold ints only, a NOT NULL text column to hold str only and is escaped (escape_string)
+    only when one of its values holds a character the driver escapes (one regex scan per column), and each
+    row is then one `%` format in C. A batch that breaks the column types is rendered value by value
+    (`_literal`). The text is right only for the pinned session (see the module docstring)."""
 
     def __init__(self, statement, table) -> None:
         from sqlalchemy.dialects import mysql
@@ -133,7 +155,7 @@ class MultiRowStatement:
                 except TypeError:  # a value that is not a str
                     return self._render_value_by_value(rows)
                 if _NEEDS_ESCAPE.search(joined) is not None:
-                    columns[index] = [value.translate(_ESCAPES) for value in column]
+                    columns[index] = list(map(escape_string, column))
             else:
                 columns[index] = ["NULL" if value is None else _literal(value) for value in column]
         template = self.template
@@ -159,50 +181,110 @@ class MultiRowStatement:
         return statements
 
 
-# One round trip carries at most this much SQL: several statements joined with ";" (the driver connects
-# with CLIENT_MULTI_STATEMENTS), well below MariaDB's max_allowed_packet of 16 MiB.
-ROUND_TRIP_BYTES_MAX = 2 * STATEMENT_BYTES_MAX
 # Batches written at once by default, each in a transaction on a connection of its own (see MySqlWriter;
 # Settings.sink_writes_in_flight_max sets it).
 WRITES_IN_FLIGHT_MAX = 2
 _WALLET_ID = operator.attrgetter("wallet_id")
 
 
-def join_round_trips(statements: list[str]) -> list[str]:
-    """The statements of one transaction as few multi-statement texts of at most ROUND_TRIP_BYTES_MAX
-    (a statement above it goes alone), the last one ending in COMMIT."""
-    texts: list[str] = []
-    group: list[str] = []
-    size = 0
-    for statement in [*statements, "COMMIT"]:
-        if group and size + len(statement) + 1 > ROUND_TRIP_BYTES_MAX:
-            texts.append(";".join(group))
-            group, size = [], 0
-        group.append(statement)
-        size += len(statement) + 1
-    texts.append(";".join(group))
-    return texts
+class SessionRefused(StoreUnavailable):
+    """A connection's session is not the one the sink's statements are escaped for (sql_mode, character
+    set): the sink writes nothing through it and retries.
+
+    Operator action: find what changes the session (the server's `init_connect`, a proxy, a `SET` in a
+    shared pool) and remove it; the sink resumes by itself.
+    """
+
+
+class _SingleStatementConnection(aiomysql.Connection):
+    """aiomysql asks every server for multi-statements (it sets CLIENT_MULTI_STATEMENTS in its constructor,
+    whatever `client_flag` says); the sink's connections do not, so the server runs one statement per text.
+    tests/integration/test_mysql_sink_text.py proves it on the real server."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.client_flag &= ~CLIENT.MULTI_STATEMENTS
+
+
+async def _connect_pinned(**kwargs) -> aiomysql.Connection:
+    """A sink connection: single statements, SESSION_SQL_MODE, checked before it is used. Any failure here
+    is the store's (StoreUnavailable), never the data's: no event has been sent yet."""
+    connection = _SingleStatementConnection(**kwargs)
+    try:
+        await connection._connect()
+        async with connection.cursor() as cursor:
+            await cursor.execute(f"SET SESSION sql_mode = '{SESSION_SQL_MODE}'")
+            await cursor.execute("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, "
+                                 "@@SESSION.character_set_connection")
+            session = await cursor.fetchone()
+    except (pymysql.err.MySQLError, OSError) as exc:
+        connection.close()
+        raise StoreUnavailable(f"MySQL: could not open a sink session: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        connection.close()
+        raise
+    if session != (SESSION_SQL_MODE, SESSION_CHARSET, SESSION_CHARSET):
+        connection.close()
+        raise SessionRefused(f"MySQL session is {session!r}, the sink writes only with sql_mode "
+                             f"{SESSION_SQL_MODE!r} and character set {SESSION_CHARSET}")
+    return connection
+
+
+def make_writer_engine(dsn: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
+    """The sink's engine: connections by `_connect_pinned` (see the module docstring)."""
+    return create_async_engine(dsn, pool_size=pool_size, pool_pre_ping=True, pool_recycle=3600, connect_args={
+        "connect_timeout": CONNECT_TIMEOUT_S, "charset": SESSION_CHARSET, "async_creator_fn": _connect_pinned})
+
+
+# Server errors that are about the data a statement carries (a value too long or out of range, an invalid
+# string, a NULL, a duplicate or missing key, a CHECK constraint or trigger that refuses the row, or SQL
+# text a value broke): writing the same events again fails the same way. Any other error (connection,
+# deadlock, lock wait, a missing table or column, access denied) is the store's state, retried.
+REFUSED_ERRNOS = frozenset({
+    1048, 1062, 1064, 1149, 1216, 1217, 1263, 1264, 1265, 1292, 1300, 1364, 1366, 1367, 1406, 1451, 1452,
+    1644, 1690, 3819, 4025,
+})
+
+
+def store_error(exc: BaseException) -> StoreUnavailable | StoreRefused | None:
+    """What a failed write means for the projection: StoreRefused when the server refused the data (see
+    REFUSED_ERRNOS; pymysql's DataError and IntegrityError are such by definition), StoreUnavailable for
+    a store or connection fault, None for anything else (a bug: it propagates)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, StoreUnavailable | StoreRefused):
+        return exc
+    message = f"{type(exc).__name__}: {str(exc)[:StoreRefused.DETAIL_CHARS_MAX]}"
+    if isinstance(exc, pymysql.err.MySQLError):
+        errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if isinstance(exc, pymysql.err.DataError | pymysql.err.IntegrityError) or errno in REFUSED_ERRNOS:
+            return StoreRefused(type(exc).__name__, message)
+        return StoreUnavailable(f"MySQL: {message}")
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return StoreUnavailable(f"MySQL: {message}")
+    return None
 
 
 class MySqlWriter:
     """Writes one batch of events in one transaction (see the module docstring).
 
-    A batch's statements go to the server in as few round trips as fit (usually one), its COMMIT
-    included, so the server works through the whole transaction without waiting on this process.
-    Two batches may be written at once (`writes_in_flight_max`), on two connections, when they have no
-    wallet in common (the projection sees to that: a wallet row's owner, currency and status depend on
-    the order of its events). Their other rows commute: ledger entries and outcomes are INSERT IGNOREd by
-    key, and a transfer's status only moves away from pending, whichever leg comes first. Rows are
-    sorted by key within each statement so concurrent transactions lock in one order; a deadlock or a
-    lock wait timeout all the same is a StoreUnavailable that the projection retries."""
+    Per batch one statement per table (ledger entries, outcomes, transfers, wallets; a table's rows above
+    STATEMENT_BYTES_MAX take more), then the COMMIT, each its own round trip. Two batches may be written at
+    once (`writes_in_flight_max`), on two connections, when they have no wallet in common (the projection
+    sees to that: a wallet row's owner, currency and status depend on the order of its events). Their
+    other rows commute: ledger entries and outcomes are inserted once by key, and a transfer's status only
+    moves away from pending, whichever leg comes first. Rows are sorted by key within each statement so
+    concurrent transactions lock in one order; a deadlock or a lock wait timeout all the same is a
+    StoreUnavailable that the projection retries. Data the server refuses is a StoreRefused, with nothing
+    of the batch written: the projection isolates the events at fault."""
 
     def __init__(self, engine: AsyncEngine, writes_in_flight_max: int = WRITES_IN_FLIGHT_MAX) -> None:
         self.engine = engine
         self.writes_in_flight_max = writes_in_flight_max
         self._wallet_upsert = MultiRowStatement(_wallet_upsert(), wallets)
         self._transfer_upsert = MultiRowStatement(_transfer_upsert(), transfers)
-        self._ledger_insert = MultiRowStatement(insert(ledger_entries).prefix_with("IGNORE"), ledger_entries)
-        self._outcome_insert = MultiRowStatement(insert(command_outcomes).prefix_with("IGNORE"), command_outcomes)
+        self._ledger_insert = MultiRowStatement(_insert_once(ledger_entries, "version"), ledger_entries)
+        self._outcome_insert = MultiRowStatement(_insert_once(command_outcomes, "command_id"), command_outcomes)
         # A wallet row is its WalletView's fields in the table's column order.
         self._wallet_values = operator.attrgetter(*self._wallet_upsert.columns)
 
@@ -210,7 +292,7 @@ class MySqlWriter:
         await self.execute(self.prepare(items))
 
     def prepare(self, items: list[ProjectedEvent]) -> list[str]:
-        """The batch's SQL texts (CPU only; the projection runs it while earlier batches execute)."""
+        """The batch's statements (CPU only; the projection runs it while earlier batches execute)."""
         events = [item.event for item in items]
         ledger = sorted((ledger_row(event) for event in events if is_applied(event)),
                         key=lambda row: (row["wallet_id"], row["version"]))
@@ -219,27 +301,33 @@ class MySqlWriter:
         transfer_rows = sorted((row for row in map(transfer_row, events) if row is not None),
                                key=lambda row: row["transfer_id"])
         views = sorted(fold_wallets(events).values(), key=_WALLET_ID)
-        return join_round_trips(
-            self._ledger_insert.render(ledger) + self._outcome_insert.render(outcomes)
-            + self._transfer_upsert.render(transfer_rows)
-            + self._wallet_upsert.render_values(list(map(self._wallet_values, views))))
+        return (self._ledger_insert.render(ledger) + self._outcome_insert.render(outcomes)
+                + self._transfer_upsert.render(transfer_rows)
+                + self._wallet_upsert.render_values(list(map(self._wallet_values, views))))
 
-    async def execute(self, texts: list[str]) -> None:
-        """Run prepared texts (their last statement is the COMMIT); StoreUnavailable on a connection
-        fault, a deadlock or a lock wait timeout. A failing statement stops the rest of its text, so the
-        COMMIT never runs after an error and the transaction is rolled back."""
+    async def execute(self, statements: list[str]) -> None:
+        """Run prepared statements in one transaction and commit it. StoreUnavailable on a connection fault,
+        a deadlock, a lock wait timeout or a session that is not the pinned one; StoreRefused when the
+        server refuses the data. Either way the transaction is rolled back: nothing of the batch is written."""
         try:
             async with self.engine.begin() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 async with driver.cursor() as cursor:
-                    for text in texts:
-                        await cursor.execute(text)
-                        while await cursor.nextset():
-                            pass
-        except (OperationalError, DBAPIError, OSError, ConnectionError, pymysql.err.OperationalError,
-                pymysql.err.InterfaceError) as exc:
-            raise StoreUnavailable(f"MySQL: {type(exc).__name__}: {str(exc)[:200]}") from exc
+                    for statement in statements:
+                        # The server reports the session's NO_BACKSLASH_ESCAPES with every reply.
+                        if driver.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+                            await conn.invalidate()  # never back to the pool
+                            raise SessionRefused("MySQL session has NO_BACKSLASH_ESCAPES: the sink's statements "
+                                                 f"are escaped for sql_mode {SESSION_SQL_MODE!r}; nothing written")
+                        await cursor.execute(statement)
+        except Exception as exc:
+            error = store_error(exc)
+            if error is None:
+                raise
+            if error is exc:
+                raise
+            raise error from exc
 
 
 async def create_writer(settings: Settings) -> MySqlWriter:
-    return MySqlWriter(make_engine(settings.mysql_dsn), settings.sink_writes_in_flight_max)
+    return MySqlWriter(make_writer_engine(settings.mysql_dsn), settings.sink_writes_in_flight_max)

@@ -9,12 +9,11 @@ balance (no invalidate-then-race).
 from __future__ import annotations
 
 from redis import asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
-from agents.projection import ProjectedEvent, StoreUnavailable
+from agents.projection import ProjectedEvent, StoreRefused
 from app.settings import Settings
+from readside.errors import StoreUnavailable
 from readside.readmodel import fold_wallets
 from readside.redis import make_client, wallet_key
 
@@ -28,6 +27,19 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'owner_id', ARGV[7]) end
 return 1
 """
+
+
+# Replies that are about one wallet's key, not the server: the key holds another type, or the script failed
+# on what the key holds (a `version` that is not a number). Writing the same wallet again fails the same way.
+# Every other error (connection, timeout, OOM, READONLY, NOPERM, BUSY, LOADING) is the server's state, retried.
+REFUSED_REPLY_PREFIXES = ("WRONGTYPE", "ERR user_script", "ERR Error running script", "user_script")
+
+
+def store_error(exc: RedisError | OSError) -> StoreUnavailable | StoreRefused:
+    message = f"{type(exc).__name__}: {str(exc)[:StoreRefused.DETAIL_CHARS_MAX]}"
+    if type(exc) is ResponseError and str(exc).startswith(REFUSED_REPLY_PREFIXES):
+        return StoreRefused(type(exc).__name__, message)
+    return StoreUnavailable(f"Redis: {message}")
 
 
 class RedisWriter:
@@ -46,8 +58,8 @@ class RedisWriter:
                         v.version, v.balance_minor, v.available_minor, v.held_minor, v.currency, v.status,
                         v.owner_id])
                 await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        except (RedisError, OSError) as exc:
+            raise store_error(exc) from exc
 
 
 async def create_writer(settings: Settings) -> RedisWriter:

@@ -69,6 +69,9 @@ sink_lag_events = Gauge("wallet_sink_lag_events", "Events not yet projected, per
 sink_lag_seconds = Gauge(
     "wallet_sink_lag_seconds", "Age of the newest projected event when it was written.", ["sink"])
 sink_retries_total = Counter("wallet_sink_retries_total", "Store writes retried after a fault.", ["sink"])
+sink_dlq_events_total = Counter(
+    "wallet_sink_dlq_events_total", "Events a sink's store refused, sent to the sink DLQ, by sink and reason.",
+    ["sink", "reason"])
 
 # Business gauges, kept exact by the processor's store (a fold of the events) per partition. Money in
 # transit is debited by the source partition and settled by the destination's (credit) or the source's
@@ -102,6 +105,13 @@ for _sink in SINKS:
     sink_events_total.labels(_sink)
     sink_batch_seconds.labels(_sink)
     sink_retries_total.labels(_sink)
+# The reasons each sink's store refuses data with (agents/mysql_sink.py store_error, agents/redis_sink.py), so
+# the first refused event is an increase the alert sees. Reasons not listed still count from their first use.
+SINK_DLQ_REASONS = {"mysql": ("DataError", "IntegrityError", "OperationalError", "ProgrammingError"),
+                    "redis": ("ResponseError",)}
+for _sink, _reasons in SINK_DLQ_REASONS.items():
+    for _reason in _reasons:
+        sink_dlq_events_total.labels(_sink, _reason)
 
 
 class ReconcileResult:

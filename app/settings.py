@@ -48,8 +48,11 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    # Port of the worker's Prometheus endpoint (and its table-read web view).
+    # Port of the worker's Prometheus endpoint (and its table-read web view); processor slot N uses it + N.
     worker_web_port: int = 6066
+    # Port of the Prometheus endpoint of a process that runs the sinks without the processor (`make run` and
+    # compose run them apart); slot N uses it + N. Ten above worker_web_port: room for ten processor slots.
+    sinks_web_port: int = 6076
     # Port of the local stack's Prometheus (ops/local/stack.py), which scrapes the two ports above.
     prometheus_port: int = 9090
     # `key=scope+scope,key2=scope`; empty means `make run` generates a development key.
@@ -62,6 +65,8 @@ class Settings:
     transfer_legs_topic: str = "wallet.transfer-legs"
     events_topic: str = "wallet.events"
     dlq_topic: str = "wallet.commands.dlq"
+    # Events of events_topic a sink's store refused to hold (each with the sink and the store's reason).
+    sink_dlq_topic: str = "wallet.events.sink-dlq"
     # Outcomes for the HTTP API: the processor writes each answer to the partition the asking web process
     # named, so a web process reads only its own answers, never every event.
     reply_topic: str = "wallet.replies"

@@ -40,6 +40,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.events_topic, forever),
         # Poison is kept until an operator re-drives or discards it.
         TopicSpec(settings.dlq_topic, forever, copartitioned=False),
+        # Events a sink's store refused, kept until an operator has fixed the cause and rebuilt the read model.
+        TopicSpec(settings.sink_dlq_topic, forever, copartitioned=False),
         # Answers to the HTTP API's requests: read only while a request waits.
         TopicSpec(settings.reply_topic, {"retention.ms": str(settings.reply_retention_ms)}, copartitioned=False,
                   partitions=settings.reply_partitions),
@@ -70,6 +72,13 @@ def create_topics(settings: Settings) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return [topic.topic for topic in new]
+
+
+def require_topic(settings: Settings, name: str) -> None:
+    """Raise TopicMissing unless topic `name` exists."""
+    topic = _admin(settings).list_topics(topic=name, timeout=ADMIN_TIMEOUT_S).topics.get(name)
+    if topic is None or topic.error is not None:
+        raise TopicMissing(f"topic {name} does not exist; run `wallet init`")
 
 
 def check_partitions(settings: Settings) -> int:

@@ -3,14 +3,14 @@
   wallet stack up|down|status     the local real stack (Kafka, registry, MariaDB, Redis)
   wallet init                     create topics, register schemas, migrate MySQL (idempotent)
   wallet worker [--role R ...]    run roles: processor, sinks, web (default: all)
-  wallet run                      stack up + init + worker with every role, in the foreground (make run)
+  wallet run                      stack up + init + processor, sinks and web processes, in the foreground (make run)
   wallet produce KIND k=v ...     publish one command (Avro) onto wallet.commands
   wallet bench processor [--hot]  throughput and latency against a raw-loop ceiling
   wallet bench sink [--json]      MySQL sink catch-up events/s against a naive one-event-per-transaction sink
   wallet bench http [--json]      API balance GETs against MySQL-per-request; deposit latency at 1,000/s open loop
   wallet rebuild                  drop and rebuild MySQL and Redis from wallet.events
   wallet reconcile                compare table, event replay, MySQL and Redis; exit 1 on any difference
-  wallet dlq list [--limit N]     the DLQ: reason, detail, source topic/partition/offset, replayed or not
+  wallet dlq list [--limit N] [--sink]   the DLQ (--sink: the sink DLQ): reason, detail, source topic/partition/offset
   wallet dlq replay [--dry-run] [--offset P:O ...]   re-drive DLQ messages to their source topic, once each
 """
 
@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     dlq = sub.add_parser("dlq", help="inspect and re-drive the DLQ (docs/OPERATIONS.md)")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--limit", type=int, default=None, help="list: only the newest N messages")
+    dlq.add_argument("--sink", action="store_true",
+                     help="list the sink DLQ (events a read-model store refused) instead of the command DLQ")
     dlq.add_argument("--dry-run", action="store_true", help="replay: say what would be re-driven, publish nothing")
     dlq.add_argument("--offset", action="append", metavar="P:O", dest="positions",
                      help="replay: the DLQ record at partition P, offset O (repeatable; default: all not replayed)")
@@ -108,9 +110,15 @@ def produce(settings: Settings, kind: str, fields: list[str]) -> int:
     return 1
 
 
-# How long `make run` waits for its two processes to answer, and how often it looks.
+# How long `make run` waits for its processes to answer, and how often it looks.
 RUN_READY_TIMEOUT_S = 120.0
 RUN_POLL_INTERVAL_S = 0.5
+# A process of `make run` that exits is restarted (as compose's `restart: unless-stopped` does), after this
+# pause, at most this many times in a row: one that keeps failing stops `make run` loudly.
+RUN_RESTART_BACKOFF_S = 2.0
+RUN_RESTARTS_MAX = 5
+# A process that ran this long before it exited starts a new run of restarts.
+RUN_RESTART_RESET_S = 60.0
 
 
 def _answers(url: str) -> bool:
@@ -123,12 +131,21 @@ def _answers(url: str) -> bool:
         return False
 
 
+def run_processes(settings: Settings) -> list[list[str]]:
+    """The roles of each process `make run` starts: the processor workers, the sinks and the web, each a
+    failure domain of its own (wallet/worker.py)."""
+    processors = [["--role", "processor", "--instance", str(slot)] for slot in range(settings.processor_workers)]
+    return [*processors, ["--role", "sinks"], ["--role", "web"]]
+
+
 def run(settings: Settings) -> int:
     """`make run`: everything local, in the foreground; stops what it started on Ctrl-C or SIGTERM.
 
-    Two processes, shaped like the deployment (docker-compose.yml): the worker (processor and sinks,
-    metrics on WALLET_WORKER_WEB_PORT) and the web process (the API and its metrics), so the local
-    Prometheus scrapes each once. If either exits, the other is stopped and the command fails loudly.
+    Processes shaped like the deployment (docker-compose.yml): `processor_workers` processor workers
+    (metrics on WALLET_WORKER_WEB_PORT + slot), the sinks (WALLET_SINKS_WEB_PORT) and the web process (the
+    API and its metrics), so the local Prometheus scrapes each once. A process that exits is reported and
+    restarted, and the others go on: a sink that fails does not stop commands being decided. One that fails
+    RUN_RESTARTS_MAX times in a row stops everything and the command fails loudly.
     """
     import signal
     import subprocess
@@ -137,7 +154,7 @@ def run(settings: Settings) -> int:
     from ops.local import stack
 
     started = stack.up(settings)
-    children: list[subprocess.Popen] = []
+    children: dict[int, subprocess.Popen] = {}
     stopping = False
 
     def stop(signum, frame) -> None:
@@ -152,37 +169,59 @@ def run(settings: Settings) -> int:
         env = {**os.environ, **settings.to_env()}
         if dev_key:
             env["WALLET_API_KEYS"] = f"{dev_key}=wallets:read+wallets:write+admin"
-        for roles in (["processor", "sinks"], ["web"]):
-            argv = [sys.executable, "-m", "wallet.cli", "worker"] + [arg for role in roles for arg in ("--role", role)]
+        processes = run_processes(settings)
+
+        def spawn(index: int) -> None:
+            argv = [sys.executable, "-m", "wallet.cli", "worker", *processes[index]]
             # Own process group: the terminal's Ctrl-C reaches this supervisor, which stops them in order.
-            children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+            children[index] = subprocess.Popen(argv, env=env, start_new_session=True)
+
+        for index in range(len(processes)):
+            spawn(index)
+        restarts = dict.fromkeys(children, 0)
+        started_at = dict.fromkeys(children, time.monotonic())
         base = f"http://{settings.http_host}:{settings.http_port}"
         worker_metrics = f"http://{settings.http_host}:{settings.worker_web_port}/metrics"
+        sinks_metrics = f"http://{settings.http_host}:{settings.sinks_web_port}/metrics"
         deadline = time.monotonic() + RUN_READY_TIMEOUT_S
         announced = False
-        while not stopping and all(child.poll() is None for child in children):
-            if not announced and _answers(f"{base}/healthz") and _answers(worker_metrics):
+        while not stopping:
+            for index, child in list(children.items()):
+                if child.poll() is None:
+                    continue
+                name = " ".join(processes[index])
+                if time.monotonic() - started_at[index] > RUN_RESTART_RESET_S:
+                    restarts[index] = 0
+                if restarts[index] >= RUN_RESTARTS_MAX:
+                    print(f"run: {name} exited with {child.returncode} after {RUN_RESTARTS_MAX} restarts; stopping",
+                          file=sys.stderr)
+                    return 1
+                restarts[index] += 1
+                print(f"run: {name} exited with {child.returncode}; restarting in {RUN_RESTART_BACKOFF_S:.0f} s "
+                      f"({restarts[index]}/{RUN_RESTARTS_MAX})", file=sys.stderr, flush=True)
+                time.sleep(RUN_RESTART_BACKOFF_S)
+                spawn(index)
+                started_at[index] = time.monotonic()
+            if not announced and all(map(_answers, (f"{base}/healthz", worker_metrics, sinks_metrics))):
                 announced = True
                 print(f"\nwallet is running:\n  API        {base}  (docs {base}/docs, metrics {base}/metrics)", flush=True)
-                print(f"  worker     metrics {worker_metrics}")
+                print(f"  processor  metrics {worker_metrics}")
+                print(f"  sinks      metrics {sinks_metrics}")
                 print(f"  Prometheus http://127.0.0.1:{settings.prometheus_port}  (alerts: docs/OPERATIONS.md)")
                 if dev_key:
                     print(f"  development API key (all scopes): {dev_key}")
                     print(f"  try: curl -H 'Authorization: Bearer {dev_key}' {base}/v1/wallets/<id>/balance")
-                print("  Ctrl-C stops the worker, the API and the services this command started.\n", flush=True)
+                print("  Ctrl-C stops the processes and the services this command started.\n", flush=True)
             if not announced and time.monotonic() > deadline:
                 print(f"run: not ready after {RUN_READY_TIMEOUT_S:.0f} s", file=sys.stderr)
                 return 1
             time.sleep(RUN_POLL_INTERVAL_S)
-        failed = [child for child in children if child.poll() not in (None, 0)]
-        for child in failed:
-            print(f"run: {' '.join(child.args[3:])} exited with {child.returncode}", file=sys.stderr)
-        return 1 if failed and not stopping else 0
+        return 0
     finally:
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 child.terminate()
-        for child in children:
+        for child in children.values():
             try:
                 child.wait(30)
             except subprocess.TimeoutExpired:
@@ -229,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dlq":
         from wallet import dlq
 
-        return dlq.main(settings, args.action, limit=args.limit, positions=args.positions, dry_run=args.dry_run)
+        return dlq.main(settings, args.action, limit=args.limit, positions=args.positions, dry_run=args.dry_run,
+                        sink=args.sink)
     if args.command == "bench":
         if args.target == "sink":
             from bench import sink_bench

@@ -14,6 +14,11 @@ its key (so a `WRONG_PARTITION` message lands where its wallet lives). Exactly o
   operators cannot both re-drive a message; the one fenced fails loudly and re-drives nothing.
 A replayed message that is still poison goes back to the DLQ under a new source position (its replayed
 offset), so fixing the cause and replaying again is possible; the same DLQ record is never re-driven twice.
+
+`wallet dlq list --sink` lists the sink DLQ instead (`Settings.sink_dlq_topic`): events of wallet.events a
+read-model store refused, with the same headers plus `sink`. They are listed only, never replayed: an event
+re-published to wallet.events would be in the ledger twice. docs/OPERATIONS.md (WalletSinkDeadLetters) says
+what to do with them.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class DeadLetter:
     source_partition: int
     source_offset: int
     timestamp_ms: int
+    sink: str = ""  # sink DLQ records only: the sink whose store refused the event
 
     @property
     def position(self) -> str:
@@ -77,7 +83,8 @@ def _dead_letter(record) -> DeadLetter:
         partition=record.partition, offset=record.offset, key=record.key, value=record.value,
         reason=headers.get("error.code", "?"), detail=headers.get("error.detail", ""),
         source_topic=headers.get("source.topic", ""), source_partition=int(headers.get("source.partition", -1)),
-        source_offset=int(headers.get("source.offset", -1)), timestamp_ms=record.timestamp)
+        source_offset=int(headers.get("source.offset", -1)), timestamp_ms=record.timestamp,
+        sink=headers.get("sink", ""))
 
 
 async def _read_all(settings: Settings, topic: str) -> list:
@@ -111,8 +118,9 @@ async def _read_all(settings: Settings, topic: str) -> list:
         await consumer.stop()
 
 
-async def dead_letters(settings: Settings) -> list[DeadLetter]:
-    return [_dead_letter(record) for record in await _read_all(settings, settings.dlq_topic)]
+async def dead_letters(settings: Settings, topic: str | None = None) -> list[DeadLetter]:
+    """The records of the DLQ (`topic`: another DLQ topic, e.g. the sink DLQ), oldest first per partition."""
+    return [_dead_letter(record) for record in await _read_all(settings, topic or settings.dlq_topic)]
 
 
 async def replayed_sources(settings: Settings) -> dict[str, dict]:
@@ -140,20 +148,25 @@ def _ensure_replayed_topic(settings: Settings) -> None:
 
 
 def _describe(letter: DeadLetter, replayed: dict | None) -> str:
-    state = f"replayed {replayed['at']} -> {replayed['to']}" if replayed else "not replayed"
+    if letter.sink:
+        state = f"sink={letter.sink}"
+    else:
+        state = f"replayed {replayed['at']} -> {replayed['to']}" if replayed else "not replayed"
     key = letter.key.decode(errors="replace") if letter.key is not None else "-"
     return (f"{letter.position:>8}  {letter.reason:<22} {letter.source_topic}[{letter.source_partition}]"
             f"@{letter.source_offset}  key={key}  {state}\n          {letter.detail}")
 
 
-async def list_dead_letters(settings: Settings, limit: int | None, out) -> int:
-    letters = await dead_letters(settings)
-    markers = await replayed_sources(settings)
+async def list_dead_letters(settings: Settings, limit: int | None, out, *, sink: bool = False) -> int:
+    """Print the DLQ (`sink`: the sink DLQ), the newest `limit` records or all."""
+    topic = settings.sink_dlq_topic if sink else settings.dlq_topic
+    letters = await dead_letters(settings, topic)
+    markers = {} if sink else await replayed_sources(settings)
     shown = letters[-limit:] if limit else letters
     for letter in shown:
         print(_describe(letter, markers.get(letter.source)), file=out)
-    print(f"{len(letters)} message(s) in {settings.dlq_topic}; showing {len(shown)}; "
-          f"{sum(1 for x in letters if x.source in markers)} replayed", file=out)
+    replayed = "" if sink else f"; {sum(1 for x in letters if x.source in markers)} replayed"
+    print(f"{len(letters)} message(s) in {topic}; showing {len(shown)}{replayed}", file=out)
     return 0
 
 
@@ -225,14 +238,18 @@ async def replay(settings: Settings, positions: list[str] | None, dry_run: bool,
 
 
 def main(settings: Settings, action: str, *, limit: int | None = None, positions: list[str] | None = None,
-         dry_run: bool = False) -> int:
+         dry_run: bool = False, sink: bool = False) -> int:
     import sys
 
     from aiokafka.errors import KafkaError
 
+    if sink and action != "list":
+        print(f"dlq {action} --sink: the sink DLQ is listed only; its events are already in "
+              f"{settings.events_topic} (docs/OPERATIONS.md, WalletSinkDeadLetters)", file=sys.stderr)
+        return 2
     try:
         if action == "list":
-            return asyncio.run(list_dead_letters(settings, limit, sys.stdout))
+            return asyncio.run(list_dead_letters(settings, limit, sys.stdout, sink=sink))
         return asyncio.run(replay(settings, positions, dry_run, sys.stdout))
     except (DlqError, KafkaError) as exc:
         # A failed replay transaction is aborted: nothing of it is visible, and it can be run again.

@@ -69,8 +69,8 @@ def isolated_settings(base: Settings, name: str, *, folder: str = "tests", **ove
     fields: dict[str, object] = dict(
         app_id=namespace, commands_topic=f"{namespace}.commands", transfer_legs_topic=f"{namespace}.transfer-legs",
         events_topic=f"{namespace}.events", dlq_topic=f"{namespace}.commands.dlq", reply_topic=f"{namespace}.replies",
-        state_dir=base.state_dir / folder / tag, http_port=free_port(), worker_web_port=free_port(),
-        api_keys=API_KEYS)
+        sink_dlq_topic=f"{namespace}.events.sink-dlq", state_dir=base.state_dir / folder / tag, http_port=free_port(),
+        worker_web_port=free_port(), sinks_web_port=free_port(), api_keys=API_KEYS)
     fields.update(overrides)
     return replace(base, **fields)
 

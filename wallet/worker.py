@@ -3,6 +3,11 @@
 Roles run as tasks of one `asyncio.TaskGroup`: when any of them fails, the others are cancelled and
 the process exits non-zero, so a supervisor sees the fault and restarts it. A live process with a
 dead agent cannot happen.
+
+Failure domains: a process fails as a whole, so the deployments run each role in a process of its own
+(`make run`, docker-compose.yml): a sink that cannot reach its store, or crashes, never stops the processor
+from deciding commands, and the processor's faults never stop the API from answering reads. One event a
+store refuses does not fail the sinks either: it goes to the sink DLQ (agents/projection.py).
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
             from agents import table_view
 
             # Metrics for Prometheus, and the table reads the API routes strong reads to.
-            group.create_task(table_view.serve(settings, settings.worker_web_port + instance, processor),
+            group.create_task(table_view.serve(settings, view_port(settings, roles, instance), processor),
                               name="worker-view")
         if ready is not None:
             group.create_task(_signal_ready(readiness, ready), name="readiness")
@@ -85,6 +90,12 @@ async def _signal_ready(events: list[asyncio.Event], ready: asyncio.Event) -> No
     gc.freeze()
     log.info("worker ready")
     ready.set()
+
+
+def view_port(settings: Settings, roles: set[str], instance: int) -> int:
+    """The port of this process's metrics (and, with the processor, its table reads): processor slots count
+    up from `worker_web_port`, a process of sinks alone from `sinks_web_port`, so both fit on one host."""
+    return (settings.worker_web_port if "processor" in roles else settings.sinks_web_port) + instance
 
 
 def member_name(settings: Settings, instance: int) -> str:

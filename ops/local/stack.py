@@ -459,13 +459,13 @@ PROMETHEUS_SOURCE_CONFIG = REPO_ROOT / "ops" / "prometheus" / "prometheus.yml"
 def prometheus_config(settings: Settings) -> dict:
     """ops/prometheus/prometheus.yml (the compose file's config) with local targets and absolute rule files.
 
-    One source config: the compose service names `worker` and `web` become 127.0.0.1 on the ports these
-    settings give the worker's metrics endpoint and the API.
+    One source config: the compose service names `worker`, `sinks` and `web` become 127.0.0.1 on the ports
+    these settings give the processor's and the sinks' metrics endpoints and the API.
     """
     import yaml
 
     config = yaml.safe_load(PROMETHEUS_SOURCE_CONFIG.read_text())
-    local_ports = {"worker": settings.worker_web_port, "web": settings.http_port}
+    local_ports = {"worker": settings.worker_web_port, "sinks": settings.sinks_web_port, "web": settings.http_port}
     for job in config["scrape_configs"]:
         for static in job.get("static_configs", []):
             targets = []

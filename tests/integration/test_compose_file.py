@@ -31,9 +31,11 @@ SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
 # What the design (ARCHITECTURE.md, Operations) deploys.
 REQUIRED_SERVICES = {
     "kafka-1", "kafka-2", "kafka-3", "schema-registry", "kafka-ui", "mysql-primary", "mysql-replica",
-    "redis", "prometheus", "grafana", "init", "worker", "web",
+    "redis", "prometheus", "grafana", "init", "worker", "sinks", "web",
 }
-WALLET_SERVICES = ("init", "worker", "web")
+WALLET_SERVICES = ("init", "worker", "sinks", "web")
+# The long-running ledger services and the one role each runs: separate failure domains (wallet/worker.py).
+ROLE_SERVICES = {"worker": "processor", "sinks": "sinks", "web": "web"}
 
 # Ports images listen on when the service's own command and environment do not set one (image defaults;
 # the services in docker-compose.yml set theirs explicitly, this is the fallback for a service that stops).
@@ -174,8 +176,11 @@ def listening_ports(name: str) -> set[int]:
             return set()
         settings = _wallet_settings(name)
         roles, instance = _wallet_roles(name)
-        # app/worker.py: the API serves /metrics itself; a process without it starts a metrics server.
-        return {settings.http_port} if "web" in roles else {settings.worker_web_port + instance}
+        # wallet/worker.py: the API serves /metrics itself; a process without it starts a metrics server, on
+        # the processor's slot port, or the sinks' when it runs no processor (view_port).
+        if "web" in roles:
+            return {settings.http_port}
+        return {(settings.worker_web_port if "processor" in roles else settings.sinks_web_port) + instance}
     for flag in PORT_FLAGS:
         if (value := _flag(command, flag)) is not None:
             return {int(value.rsplit(":", 1)[-1])}
@@ -294,7 +299,7 @@ def test_wallet_services_start_after_every_service_they_connect_to():
             hosts -= {_url_endpoint(settings.redis_url)[0], _url_endpoint(settings.mysql_replica_dsn)[0]}
         missing = hosts - closure(name)
         assert not missing, f"{name} may start before {sorted(missing)}, which it connects to"
-    for name in ("worker", "web"):
+    for name in ROLE_SERVICES:
         assert _depends_on(name).get("init") == "service_completed_successfully"
 
 
@@ -323,8 +328,18 @@ def test_wallet_services_share_one_valid_configuration():
     assert _wallet_settings("web").api_keys, "web has no WALLET_API_KEYS: it would run with a printed dev key"
 
 
+def test_processor_sinks_and_web_run_in_services_of_their_own():
+    # A sink that fails (or crashes) must not stop the processor deciding commands: one role per service.
+    for name, role in ROLE_SERVICES.items():
+        roles, _ = _wallet_roles(name)
+        assert roles == {role}, f"{name} runs {sorted(roles)}; it should run only {role}"
+        assert SERVICES[name].get("restart") == "unless-stopped", f"{name} is not restarted when it fails"
+    assert _mount_target("sinks", "worker-state") == str(_wallet_settings("sinks").state_dir), \
+        "the sinks export the reconcile verdict written in the worker's state folder"
+
+
 def test_wallet_processes_listen_on_all_interfaces_so_other_containers_reach_them():
-    for name in ("worker", "web"):
+    for name in ROLE_SERVICES:
         assert _wallet_settings(name).http_host == "0.0.0.0", \
             f"{name} binds its API/metrics to {_wallet_settings(name).http_host}: unreachable from Prometheus"
 
@@ -474,7 +489,7 @@ def test_prometheus_scrapes_worker_and_web_on_the_ports_they_serve_metrics():
     config = _prometheus_config()
     assert config["global"]["scrape_interval"] == "5s"
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for job_name, service in (("wallet-worker", "worker"), ("wallet-web", "web")):
+    for job_name, service in (("wallet-worker", "worker"), ("wallet-sinks", "sinks"), ("wallet-web", "web")):
         job = jobs.get(job_name)
         assert job, f"prometheus.yml has no job {job_name}"
         assert job.get("metrics_path", "/metrics") == "/metrics"

@@ -1,9 +1,9 @@
 """Observability on the real stack: every Grafana panel has data in a real Prometheus after real traffic,
 and every metric the dashboard and the alert rules name is exported by the running service.
 
-The worker runs as compose runs it (processor and sinks in one process, the API in another), and a
-Prometheus of its own (the local stack's service, started with these isolated settings) scrapes both with
-the config derived from ops/prometheus/prometheus.yml.
+The ledger runs as compose runs it (the processor, the sinks and the API each in a process of its own), and
+a Prometheus of its own (the local stack's service, started with these isolated settings) scrapes the three
+with the config derived from ops/prometheus/prometheus.yml.
 """
 
 from __future__ import annotations
@@ -81,22 +81,23 @@ def observed(stack):
     settings = prepare_topics(isolated_settings(stack, "obs", prometheus_port=free_port()))
     started = local_stack.up(settings, ["prometheus"])
     assert started == ["prometheus"], "the test's own Prometheus must be started here"
-    workers = [WorkerProcess(settings, ["processor", "sinks"]), WorkerProcess(settings, ["web"])]
+    workers = [WorkerProcess(settings, ["processor"]), WorkerProcess(settings, ["sinks"]),
+               WorkerProcess(settings, ["web"])]
     try:
         for worker in workers:
             worker.start()
 
-        def both_targets_up() -> bool:
+        def every_target_up() -> bool:
             targets = _prometheus(settings, "/api/v1/targets")["activeTargets"]
-            return sorted(t["labels"]["job"] for t in targets if t["health"] == "up") == ["wallet-web",
-                                                                                        "wallet-worker"]
+            return sorted(t["labels"]["job"] for t in targets if t["health"] == "up") == [
+                "wallet-sinks", "wallet-web", "wallet-worker"]
 
-        wait_for(both_targets_up, TARGETS_UP_TIMEOUT_S, "Prometheus to scrape the worker and the API")
+        wait_for(every_target_up, TARGETS_UP_TIMEOUT_S, "Prometheus to scrape the processor, the sinks and the API")
         yield settings
     finally:
         codes = [worker.stop() for worker in workers]
         local_stack.down(settings, started)
-    assert codes == [0, 0]
+    assert codes == [0, 0, 0]
 
 
 async def _traffic(settings) -> None:
@@ -156,7 +157,8 @@ def test_every_metric_named_in_the_dashboard_and_alerts_is_exported_by_the_servi
     named = set()
     for expr in [expr for _, expr in _panel_queries()] + _alert_expressions():
         named |= {re.sub(r"_(bucket|sum|count)$", "", name) for name in METRIC_NAME_RE.findall(expr)}
-    exported = _exported_names(observed.worker_web_port) | _exported_names(observed.http_port)
+    exported = (_exported_names(observed.worker_web_port) | _exported_names(observed.sinks_web_port)
+                | _exported_names(observed.http_port))
     exported_families = exported | {re.sub(r"_(bucket|sum|count|total|created)$", "", n) for n in exported}
 
     import app.metrics  # noqa: F401  (defines every metric in this process too)

@@ -40,7 +40,7 @@ def read_model_settings(stack: Settings, name: str, redis_db: int) -> Settings:
 
 def sinks_worker(settings: Settings, **kwargs) -> WorkerProcess:
     """The sinks role in a process of its own (its own metrics port beside the processor's)."""
-    return WorkerProcess(replace(settings, worker_web_port=free_port()), ["sinks"], **kwargs)
+    return WorkerProcess(replace(settings, worker_web_port=free_port(), sinks_web_port=free_port()), ["sinks"], **kwargs)
 
 
 def drop_database(settings: Settings) -> None:

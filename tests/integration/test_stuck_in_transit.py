@@ -74,13 +74,13 @@ async def settings(stack):
                        transfer_in_transit_poll_interval_s=0.2)
     await flush_redis(settings)
     sinks = sinks_worker(settings).start()
-    yield replace(settings, worker_web_port=sinks.settings.worker_web_port)
+    yield replace(settings, sinks_web_port=sinks.settings.sinks_web_port)
     assert sinks.stop() == 0
     drop_database(settings)
 
 
 def gauge(settings: Settings, name: str) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.sinks_web_port}/metrics", timeout=10) as response:
         text = response.read().decode()
     found = re.search(rf"^{name} (\S+)$", text, re.M)
     return None if found is None else float(found.group(1))

@@ -64,9 +64,10 @@ def test_local_prometheus_config_is_the_compose_config_with_local_targets_and_th
     from ops.local.stack import prometheus_config
 
     source = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    local = prometheus_config(Settings(worker_web_port=16066, http_port=18080))
+    local = prometheus_config(Settings(worker_web_port=16066, sinks_web_port=16076, http_port=18080))
     targets = {job["job_name"]: [t for s in job["static_configs"] for t in s["targets"]]
                for job in local["scrape_configs"]}
-    assert targets == {"wallet-worker": ["127.0.0.1:16066"], "wallet-web": ["127.0.0.1:18080"]}
+    assert targets == {"wallet-worker": ["127.0.0.1:16066"], "wallet-sinks": ["127.0.0.1:16076"],
+                       "wallet-web": ["127.0.0.1:18080"]}
     assert [Path(f) for f in local["rule_files"]] == [PROMETHEUS_DIR / "alerts.yml"]
     assert local["global"] == source["global"]

@@ -1,6 +1,7 @@
 """The projection loop with more than one write in flight: offsets still move in log order, each batch's
-only after its own write and every earlier one finished, and a wallet's batches are never written at once
-(no services: a fake consumer, a fake writer)."""
+only after its own write and every earlier one finished, and a wallet's batches are never written at once;
+events the store refuses go to the sink DLQ one by one while the rest is written (no services: a fake
+consumer, a fake writer, a fake sink DLQ)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from agents import projection
-from agents.projection import StoreUnavailable, run_projection
+from agents.projection import StoreRefused, run_projection
+from readside.errors import StoreUnavailable
 from app.codec import EventCodec
 from app.domain import events as e
 from app.settings import Settings
@@ -24,7 +26,7 @@ EVENTS_PER_BATCH = 3
 
 class Record:
     def __init__(self, offset: int, value: bytes) -> None:
-        self.offset, self.value, self.headers = offset, value, ()
+        self.offset, self.key, self.value, self.headers = offset, None, value, ()
 
 
 class FakeConsumer:
@@ -102,17 +104,58 @@ class OutOfOrderWriter:
         self.finished.append(last)
 
 
-async def _project_all(monkeypatch, wallet_every_batches: int) -> OutOfOrderWriter:
+class FakeDeadLetters:
+    """Collects what the projection sends to the sink DLQ."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str]] = []  # (offset, reason)
+        self.started = self.stopped = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, item, error: StoreRefused) -> None:
+        self.sent.append((item.offset, error.reason))
+
+
+class RefusingWriter:
+    """A store that refuses any write holding an event at one of `bad_offsets` (and so writes nothing of
+    it, like one transaction), and otherwise records the offsets it wrote."""
+
+    writes_in_flight_max = 2
+
+    def __init__(self, bad_offsets: set[int]) -> None:
+        self.bad_offsets = bad_offsets
+        self.written: list[int] = []
+        self.attempts = 0
+
+    def prepare(self, items: list) -> list:
+        return items
+
+    async def execute(self, items: list) -> None:
+        self.attempts += 1
+        refused = sorted(self.bad_offsets & {item.offset for item in items})
+        if refused:
+            raise StoreRefused("DataError", f"row at offset {refused[0]} does not fit")
+        self.written += [item.offset for item in items]
+
+
+async def _project_all(monkeypatch, wallet_every_batches: int, writer=None,
+                       dead_letters: FakeDeadLetters | None = None):
     monkeypatch.setattr(projection, "AIOKafkaConsumer", FakeConsumer)
     monkeypatch.setattr(FakeConsumer, "wallet_every_batches", wallet_every_batches)
     monkeypatch.setattr(projection, "RETRY_BACKOFF_FIRST_S", 0.01)
     settings = replace(Settings(), events_topic=TOPIC, sink_batch_wait_ms=10)
-    writer = OutOfOrderWriter()
-    task = asyncio.create_task(run_projection(settings, "pipeline", writer, registry=None))
+    writer = writer or OutOfOrderWriter()
+    task = asyncio.create_task(run_projection(settings, "pipeline", writer, registry=None,
+                                              dead_letters=dead_letters or FakeDeadLetters()))
     try:
         for _ in range(200):
             await asyncio.sleep(0.02)
-            if len(FakeConsumer.last.commits) == BATCHES:
+            if len(FakeConsumer.last.commits) == BATCHES or task.done():
                 break
     finally:
         task.cancel()
@@ -139,3 +182,37 @@ async def test_a_writer_asking_for_more_writes_in_flight_than_the_bound_is_refus
     writer.writes_in_flight_max = projection.WRITES_IN_FLIGHT_LIMIT + 1
     with pytest.raises(ValueError):
         await run_projection(Settings(), "pipeline", writer, registry=None)
+
+
+async def test_events_the_store_refuses_go_to_the_sink_dlq_and_the_rest_is_written_in_log_order(monkeypatch) -> None:
+    bad = {4, 9, 10}
+    dead_letters = FakeDeadLetters()
+    writer = await _project_all(monkeypatch, wallet_every_batches=BATCHES, writer=RefusingWriter(bad),
+                                dead_letters=dead_letters)
+    everything = range(BATCHES * EVENTS_PER_BATCH)
+    assert dead_letters.sent == [(offset, "DataError") for offset in sorted(bad)]
+    assert writer.written == [offset for offset in everything if offset not in bad]
+    # Every batch's offsets were committed: the sink went on past the refused events.
+    assert FakeConsumer.last.commits == [EVENTS_PER_BATCH * (n + 1) for n in range(BATCHES)]
+    assert dead_letters.started and dead_letters.stopped
+
+
+async def test_a_batch_with_one_refused_event_costs_a_bounded_number_of_writes(monkeypatch) -> None:
+    writer = RefusingWriter({1})
+    await _project_all(monkeypatch, wallet_every_batches=1, writer=writer)
+    # The failed batch of 3, then [0] and [1, 2], then [1] and [2]: 5; the three other batches: 1 each.
+    assert writer.attempts == 5 + BATCHES - 1
+
+
+async def test_an_error_that_is_neither_a_store_fault_nor_a_refusal_stops_the_projection(monkeypatch) -> None:
+    class BrokenWriter(RefusingWriter):
+        async def execute(self, items: list) -> None:
+            raise KeyError("a bug in the writer")
+
+    monkeypatch.setattr(projection, "AIOKafkaConsumer", FakeConsumer)
+    dead_letters = FakeDeadLetters()
+    settings = replace(Settings(), events_topic=TOPIC, sink_batch_wait_ms=10)
+    with pytest.raises(KeyError):
+        await asyncio.wait_for(run_projection(settings, "pipeline", BrokenWriter(set()), registry=None,
+                                              dead_letters=dead_letters), timeout=10)
+    assert dead_letters.sent == [] and dead_letters.stopped

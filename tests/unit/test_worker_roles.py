@@ -1,0 +1,41 @@
+"""Failure domains: `make run` runs each role in a process of its own, every process on a port of its own, and
+the sink DLQ is listed but never re-driven (no services)."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr
+
+from app.settings import Settings
+from wallet import dlq
+from wallet.cli import run_processes
+from wallet.worker import ROLES, view_port
+
+
+def _roles(argv: list[str]) -> set[str]:
+    return {argv[index + 1] for index, part in enumerate(argv) if part == "--role"}
+
+
+def test_make_run_gives_the_processor_the_sinks_and_the_web_each_a_process_of_their_own() -> None:
+    processes = run_processes(Settings(processor_workers=3))
+    assert [_roles(argv) for argv in processes] == [{"processor"}] * 3 + [{"sinks"}, {"web"}]
+    assert set().union(*map(_roles, processes)) == set(ROLES)
+    slots = [argv[argv.index("--instance") + 1] for argv in processes if "--instance" in argv]
+    assert slots == ["0", "1", "2"]
+
+
+def test_processor_slots_and_sinks_serve_metrics_on_ports_of_their_own() -> None:
+    settings = Settings()
+    processors = {view_port(settings, {"processor"}, slot) for slot in range(10)}
+    sinks = {view_port(settings, {"sinks"}, slot) for slot in range(3)}
+    assert len(processors) == 10 and len(sinks) == 3 and not processors & sinks
+    assert view_port(settings, {"sinks"}, 0) == settings.sinks_web_port
+    # A process that runs the processor (with or without the sinks) keeps the processor's port.
+    assert view_port(settings, {"processor", "sinks"}, 1) == settings.worker_web_port + 1
+
+
+def test_the_sink_dlq_is_never_replayed_into_the_event_log() -> None:
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert dlq.main(Settings(kafka_bootstrap="127.0.0.1:1"), "replay", sink=True) == 2
+    assert "listed only" in err.getvalue()
