@@ -43,6 +43,8 @@ WALLET_ID_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"
 # `~<cause>/<wallet_id>/<public id>`: at most 8 + 64 + 1 + 128 = 201 characters (MySQL columns are 255).
 INTERNAL_COMMAND_ID_RE: Final = re.compile(
     r"~(?P<cause>credit|refund|expire)/(?P<wallet_id>" + WALLET_ID_PATTERN + r")/(?P<cause_id>[A-Za-z0-9_.:-]{1,128})")
+# The same without named groups, for JSON Schema (ECMA-262) in the OpenAPI document.
+INTERNAL_COMMAND_ID_PATTERN: Final = r"~(?:credit|refund|expire)/" + WALLET_ID_PATTERN + r"/[A-Za-z0-9_.:-]{1,128}"
 COMMAND_ID_LENGTH_MAX: Final = 255
 
 CREDIT: Final = "credit"

@@ -116,6 +116,11 @@ def _components(settings: Settings) -> dict:
                          "description": "A decimal string in the wallet's currency; negative within an overdraft."},
         "WalletId": {"type": "string", "pattern": WALLET_ID_PATTERN, "example": "w-alice-eur"},
         "CommandId": {"type": "string", "pattern": COMMAND_ID_PATTERN, "example": "order-4711:pay"},
+        # A ledger entry may be the outcome of one of the ledger's own commands (a transfer leg, an expiry).
+        "RecordedCommandId": {"type": "string", "example": "~credit/w-1/order-4711:pay",
+                              "pattern": f"^(?:{PUBLIC_COMMAND_ID_RE.pattern}|{identity.INTERNAL_COMMAND_ID_PATTERN})$",
+                              "description": "A public command id, or an internal one (`~credit/...`, "
+                                             "`~refund/...`, `~expire/...`; see docs/DESIGN.md section 7)."},
         "Currency": {"type": "string", "pattern": CURRENCY_PATTERN, "enum": sorted(CURRENCY_EXPONENTS),
                      "example": "EUR", "description": "ISO 4217 code. Minor-unit digits: " + ", ".join(
                          f"{code} {digits}" for code, digits in sorted(CURRENCY_EXPONENTS.items())) + "."},
@@ -189,7 +194,7 @@ def _components(settings: Settings) -> dict:
                 "amount": {**_schema("SignedAmount"), "description": "Signed: negative for money leaving."},
                 "currency": _schema("Currency"), "balance_after": _schema("SignedAmount"),
                 "available_after": _schema("SignedAmount"), "held_after": _schema("Amount"),
-                "command_id": _schema("CommandId"), "reference": {"type": "string"},
+                "command_id": _schema("RecordedCommandId"), "reference": {"type": "string"},
                 "hash": {"type": "string", "description": "Hash chain over the wallet's entries."},
                 "time": _schema("Timestamp"),
                 "counterparty_wallet_id": _nullable(_schema("WalletId")),
