@@ -146,7 +146,7 @@ async def run_projection(settings: Settings, sink: str, write: Writer, *, regist
     if not 1 <= writes_in_flight_max <= WRITES_IN_FLIGHT_LIMIT:
         raise ValueError(f"writes_in_flight_max {writes_in_flight_max} is not within 1..{WRITES_IN_FLIGHT_LIMIT}")
     log = logging.getLogger(f"wallet.sink.{sink}")
-    codec = EventCodec(registry, settings.events_topic)
+    codec = await asyncio.to_thread(EventCodec, registry, settings.events_topic)  # registers: blocking
     consumer = AIOKafkaConsumer(settings.events_topic,
                                 **consumer_options(settings, f"{settings.app_id}-{sink}-sink"))
     dead_letters = dead_letters or SinkDeadLetters(settings, sink)

@@ -4,6 +4,10 @@ A message value is `0x00 | schema id (4 bytes, big endian) | Avro binary`. Write
 schema under `<topic>-value` (BACKWARD compatibility) and stamp its id; readers resolve any id the
 registry knows, so producers that run an older or newer compatible schema are read correctly.
 
+Readers resolve the ids of a batch asynchronously before decoding it (`await codec.ensure(values)`), and
+decoding is then pure CPU on a cache. A registry that is down or slow is waited for, never taken for an
+answer: only its "not found" makes a message `UNKNOWN_SCHEMA` poison.
+
 Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
 fields are the dataclass fields minus the envelope fields.
 """
@@ -11,6 +15,7 @@ fields are the dataclass fields minus the envelope fields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -27,6 +32,7 @@ import fastavro
 from app import metrics
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
+from app.settings import Settings
 
 log = logging.getLogger("wallet.registry")
 
@@ -42,12 +48,36 @@ EVENT_ENVELOPE = ("wallet_id", "command_id", "timestamp_ms", "version", "balance
 UNKNOWN_SCHEMA_RETRY_S = 30.0
 # Bound of the remembered unknown ids (the fuzz test sends thousands of them).
 UNKNOWN_SCHEMA_CACHE_MAX = 10_000
+# Requests to the registry in flight at once while resolving one batch's new ids (a batch of garbage may name
+# thousands): enough to overlap round trips, few enough not to flood the registry.
+FETCHES_IN_FLIGHT_MAX = 8
+# The registry's error codes for "no schema with this id": Confluent answers 40403 (schema not found),
+# Apicurio's ccompat API 40401 (its ids are artifacts: subject not found). Both come with HTTP 404; a 404
+# without one of them (a proxy's page, a URL with a wrong path) is a fault, not an answer.
+SCHEMA_NOT_FOUND_CODES = (40401, 40403)
+# Schema ids named in one log line about waiting for the registry.
+LOGGED_IDS_MAX = 10
 
 
 class RegistryUnavailable(Exception):
-    """The registry did not answer (down, slow, 5xx): a transient fault, never a reason to DLQ a message.
+    """The registry gave no definite answer (unreachable, slower than the request timeout, an error status): a
+    transient fault, never a reason to DLQ a message. `kind` is the `error` label of
+    `wallet_registry_fetch_failures_total`: `connection`, `timeout` or `status`.
 
     Operator action: bring the schema registry back (`wallet stack status`); consumers wait and resume.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class SchemaNotResolved(RuntimeError):
+    """A message was decoded before `ensure` resolved its schema id: a bug of the caller, which must await
+    `ensure` for a batch before decoding it (decoding does no I/O). Never a DLQ reason: the message is not
+    known to be bad.
+
+    Operator action: none; the worker exits and its supervisor restarts it. Report the trace.
     """
 
 
@@ -73,36 +103,68 @@ def _branch_names(schema: dict[str, Any]) -> list[str]:
     return [branch["name"] for branch in body["type"]]
 
 
-class SchemaRegistry:
-    """A thin, cached client of a Confluent-compatible registry (Apicurio's ccompat API locally).
+def schema_ids(values: Iterable[bytes | None]) -> set[int]:
+    """The schema ids named by the wire headers of `values`; a value too short for the header or with another
+    magic byte names none (it is poison whatever the registry says)."""
+    heads = {value[:HEADER.size] for value in values if value}  # per message: one slice (the hot path)
+    return {HEADER.unpack(head)[1] for head in heads if len(head) == HEADER.size and head[0] == MAGIC_BYTE}
 
-    Calls are blocking (confluent-kafka's client); they happen at start-up and on the first sight of a
-    schema id, never per message. Consumers on an event loop call `await ensure(values)` before decoding a
-    batch: it resolves unknown ids in a thread, and while the registry is unreachable it waits with
-    backoff (never answering "unknown"), so a registry fault is transient, not poison. Only the registry's
-    own "not found" makes an id unknown (`UNKNOWN_SCHEMA`).
+
+class _Waiting:
+    """`wallet_registry_waiting` for a whole process: 1 while any of its readers waits for the registry (the
+    processor's batch, a standby, a sink, the API's reply listener), whatever the others do meanwhile."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def __enter__(self) -> None:
+        self._count += 1
+        metrics.registry_waiting.set(1)
+
+    def __exit__(self, *exc: object) -> None:
+        self._count -= 1
+        if self._count == 0:
+            metrics.registry_waiting.set(0)
+
+
+_WAITING = _Waiting()
+
+
+class SchemaRegistry:
+    """A cached client of a Confluent-compatible registry (Apicurio's ccompat API locally).
+
+    Registering is blocking (confluent-kafka's client) and happens at start-up, in a thread. Reading a schema
+    by id is asynchronous (aiohttp) and happens once per id, before a batch is decoded: `await ensure(values)`
+    returns when every id the values name is either cached or definitely unknown (the registry answered
+    "not found"), waiting with bounded exponential backoff for as long as the registry is unreachable, slow or
+    answering errors. Decoding is then pure CPU on the cache (`parsed`). So a registry fault delays messages
+    of a new schema id and never makes them poison: only the registry's own "not found" does
+    (`UNKNOWN_SCHEMA`). Every wait is cancellable at once (a SIGTERM stops the worker promptly).
     """
 
-    def __init__(self, url: str, *, request_timeout_s: float = 10.0, backoff_initial_s: float = 0.1,
-                 backoff_max_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, request_timeout_s: float = Settings.registry_request_timeout_s,
+                 backoff_initial_s: float = Settings.registry_backoff_initial_ms / 1000,
+                 backoff_max_s: float = Settings.registry_backoff_max_ms / 1000) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         self.url = url
+        self.request_timeout_s = request_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._client = SchemaRegistryClient({"url": url, "timeout": request_timeout_s})
         self._parsed: dict[int, Any] = {}
-        self._unknown: OrderedDict[int, float] = OrderedDict()
-        self._lock = threading.Lock()
+        self._unknown: OrderedDict[int, float] = OrderedDict()  # id -> when the registry said it has none
+        self._lock = threading.Lock()  # the sinks decode in a thread of their own
 
     @classmethod
-    def for_settings(cls, settings) -> "SchemaRegistry":
+    def for_settings(cls, settings: Settings) -> "SchemaRegistry":
         """A client of `settings.registry_url` with the settings' timeout and backoff."""
         return cls(settings.registry_url, request_timeout_s=settings.registry_request_timeout_s,
                    backoff_initial_s=settings.registry_backoff_initial_ms / 1000,
                    backoff_max_s=settings.registry_backoff_max_ms / 1000)
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
+        """Register `schema` under `subject` (BACKWARD compatibility) and return its id. Blocking."""
         from confluent_kafka.schema_registry import Schema
 
         from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -118,72 +180,118 @@ class SchemaRegistry:
         return schema_id
 
     def parsed(self, schema_id: int) -> Any | None:
-        """The parsed writer schema of `schema_id`, or None when the registry says it does not know it.
-
-        Raises RegistryUnavailable when the registry cannot be asked (a blocking call: on an event loop,
-        `ensure` first so this is a cache hit)."""
+        """The parsed writer schema of `schema_id` from the cache, or None when the registry said it does not
+        know it. No I/O: raises SchemaNotResolved for an id `ensure` has not resolved."""
         found = self._parsed.get(schema_id)
         if found is not None:
             return found
         with self._lock:
-            asked_at = self._unknown.get(schema_id)
-            if asked_at is not None and time.monotonic() - asked_at < UNKNOWN_SCHEMA_RETRY_S:
+            if schema_id in self._unknown:
                 return None
-            parsed = self._fetch(schema_id)
-            if parsed is None:
-                self._unknown[schema_id] = time.monotonic()
-                self._unknown.move_to_end(schema_id)
-                while len(self._unknown) > UNKNOWN_SCHEMA_CACHE_MAX:
-                    self._unknown.popitem(last=False)
-                return None
-            self._parsed[schema_id] = parsed
-            return parsed
-
-    def _fetch(self, schema_id: int) -> Any | None:
-        from confluent_kafka.schema_registry.error import SchemaRegistryError
-
-        try:
-            text = self._client.get_schema(schema_id).schema_str
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                return None  # the registry's definite answer: no such id
-            raise RegistryUnavailable(f"registry answered {exc.http_status_code}: {exc}") from exc
-        except Exception as exc:  # connection refused, timeout, DNS: the registry could not be asked
-            raise RegistryUnavailable(f"registry unreachable: {type(exc).__name__}: {exc}") from exc
-        try:
-            return fastavro.parse_schema(json.loads(text))
-        except Exception:  # not an Avro schema we can parse: a message written with it is poison
-            return None
+        raise SchemaNotResolved(f"schema id {schema_id} was decoded before `ensure` resolved it")
 
     def missing(self, values: Iterable[bytes | None]) -> set[int]:
-        """Schema ids named by wire headers in `values` that are neither cached nor recently unknown."""
-        ids = set()
-        for value in values:
-            if value is not None and len(value) >= HEADER.size and value[0] == MAGIC_BYTE:
-                schema_id = HEADER.unpack_from(value)[1]
-                if schema_id not in self._parsed and schema_id not in self._unknown:
-                    ids.add(schema_id)
-        return ids
+        """Schema ids named by wire headers in `values` to ask the registry about: not cached, and not
+        answered "not found" in the last UNKNOWN_SCHEMA_RETRY_S (an id may be registered after a message
+        named it)."""
+        ids = schema_ids(values)
+        if ids <= self._parsed.keys():  # the usual batch: nothing new
+            return set()
+        now = time.monotonic()
+        with self._lock:
+            return {schema_id for schema_id in ids if schema_id not in self._parsed
+                    and now - self._unknown.get(schema_id, -UNKNOWN_SCHEMA_RETRY_S) >= UNKNOWN_SCHEMA_RETRY_S}
 
     async def ensure(self, values: Iterable[bytes | None]) -> None:
-        """Resolve every schema id `values` name, off the event loop; while the registry is unreachable,
-        wait and retry with exponential backoff (bounded by backoff_max_s), until each id is cached or
-        definitely unknown. Cancellable (a SIGTERM still stops the worker)."""
-        missing = self.missing(values)
+        """Return once every schema id `values` name is cached or definitely unknown (decoding it is then
+        `UNKNOWN_SCHEMA`). While the registry is unreachable, slower than `request_timeout_s` or answering
+        anything but a schema or its "not found", wait (`backoff_initial_s`, doubling up to `backoff_max_s`,
+        seconds) and ask again, for as long as it takes: counted in `wallet_registry_fetch_failures_total`,
+        shown by `wallet_registry_waiting`, logged (rate-limited, app/logs.py). Cancellable at any point."""
+        pending = self.missing(values)
+        if not pending:
+            return
         backoff_s = self.backoff_initial_s
-        while missing:
-            try:
-                for schema_id in sorted(missing):
-                    await asyncio.to_thread(self.parsed, schema_id)
-                    missing.discard(schema_id)
-            except RegistryUnavailable as exc:
-                metrics.registry_fetch_failures_total.inc()
-                metrics.registry_waiting.set(1)
+        with contextlib.ExitStack() as waiting:
+            waited_since: float | None = None
+            while True:
+                faults = await self._fetch_all(pending)
+                if not faults:
+                    break
+                pending = set(faults)
+                for fault in faults.values():
+                    metrics.registry_fetch_failures_total.labels(fault.kind).inc()
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    waiting.enter_context(_WAITING)
                 log.warning("schema registry unavailable; waiting", extra={
-                    "registry": self.url, "schema_ids": sorted(missing), "retry_in_s": backoff_s, "error": str(exc)})
+                    "registry": self.url, "schema_ids": sorted(pending)[:LOGGED_IDS_MAX], "retry_in_s": backoff_s,
+                    "waiting_s": round(time.monotonic() - waited_since, 1),
+                    "error": str(next(iter(faults.values())))})
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(self.backoff_max_s, backoff_s * 2)
-        metrics.registry_waiting.set(0)
+            if waited_since is not None:
+                log.info("schema registry answering again", extra={
+                    "registry": self.url, "waited_s": round(time.monotonic() - waited_since, 1)})
+
+    async def _fetch_all(self, ids: set[int]) -> dict[int, RegistryUnavailable]:
+        """Ask the registry about each of `ids`, at most FETCHES_IN_FLIGHT_MAX at once, and settle what it
+        answers; the faults by id."""
+        import aiohttp
+
+        gate = asyncio.Semaphore(FETCHES_IN_FLIGHT_MAX)
+        faults: dict[int, RegistryUnavailable] = {}
+
+        async def fetch(session: aiohttp.ClientSession, schema_id: int) -> None:
+            async with gate:
+                try:
+                    self._settle(schema_id, await self._fetch(session, schema_id))
+                except RegistryUnavailable as fault:
+                    faults[schema_id] = fault
+
+        # A session per round: rounds are rare (a new id, or a retry), and one never outlives its event loop.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s)) as session:
+            await asyncio.gather(*(fetch(session, schema_id) for schema_id in sorted(ids)))
+        return faults
+
+    async def _fetch(self, session: Any, schema_id: int) -> Any | None:
+        """One request for `schema_id`: its parsed schema, or None when the registry says it has none (or one
+        this reader cannot use: not Avro). Raises RegistryUnavailable when the answer is not definite."""
+        import aiohttp
+
+        url = f"{self.url.rstrip('/')}/schemas/ids/{schema_id}"
+        try:
+            async with session.get(url, headers={"Accept": "application/vnd.schemaregistry.v1+json"}) as resp:
+                body = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise RegistryUnavailable("timeout", f"no answer within {self.request_timeout_s} s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RegistryUnavailable("connection", f"{type(exc).__name__}: {exc}") from exc
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if status == 404 and isinstance(answer, dict) and answer.get("error_code") in SCHEMA_NOT_FOUND_CODES:
+            return None  # the registry's definite answer: no such id
+        if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("schema"), str):
+            raise RegistryUnavailable("status", f"HTTP {status} for schema id {schema_id}: {body[:200]!r}")
+        if answer.get("schemaType", "AVRO") != "AVRO":
+            return None
+        try:
+            return fastavro.parse_schema(json.loads(answer["schema"]))
+        except Exception:  # the registry holds it, and it is not an Avro schema we can parse: poison
+            return None
+
+    def _settle(self, schema_id: int, parsed: Any | None) -> None:
+        if parsed is not None:
+            self._parsed[schema_id] = parsed
+            return
+        with self._lock:
+            self._unknown[schema_id] = time.monotonic()
+            self._unknown.move_to_end(schema_id)
+            while len(self._unknown) > UNKNOWN_SCHEMA_CACHE_MAX:
+                self._unknown.popitem(last=False)
 
 
 class _Codec:
@@ -215,7 +323,8 @@ class _Codec:
         return cls(**{field: record[field] for field in self.envelope}, **body)
 
     async def ensure(self, values: Iterable[bytes | None]) -> None:
-        """Resolve the schema ids `values` name before decoding them (SchemaRegistry.ensure); no-op without one."""
+        """Resolve the schema ids `values` name before decoding them (SchemaRegistry.ensure: waits out a
+        registry outage), so that decoding is pure CPU; no-op without a registry."""
         if self.registry is not None:
             await self.registry.ensure(values)
 
@@ -226,7 +335,10 @@ class _Codec:
         return out.getvalue()
 
     def decode(self, value: bytes | None) -> Any:
-        """Decode a wire message into a domain object; raises CodecError with a DLQ reason code."""
+        """Decode a wire message into a domain object; raises CodecError with a DLQ reason code.
+
+        No I/O: a schema id other than this codec's must have been resolved (`ensure`) first, or
+        SchemaNotResolved is raised."""
         if value is None or len(value) < HEADER.size:
             raise CodecError("TRUNCATED", "message shorter than the 5-byte wire header")
         magic, schema_id = HEADER.unpack_from(value)

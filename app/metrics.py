@@ -13,7 +13,8 @@ _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
 registry_fetch_failures_total = Counter(
     "wallet_registry_fetch_failures_total",
-    "Schema lookups the registry could not answer (down, slow, 5xx); the consumer waited and retried.")
+    "Schema lookups the registry could not answer (down, slow, 5xx); the consumer waited and retried. "
+    "By error: connection, timeout, status.", ["error"])
 registry_waiting = Gauge(
     "wallet_registry_waiting", "1 while a consumer of this process waits for the schema registry to answer.")
 commands_total = Counter(
@@ -112,6 +113,12 @@ SINK_DLQ_REASONS = {"mysql": ("DataError", "IntegrityError", "OperationalError",
 for _sink, _reasons in SINK_DLQ_REASONS.items():
     for _reason in _reasons:
         sink_dlq_events_total.labels(_sink, _reason)
+
+
+# The registry's fault kinds (app/codec.py RegistryUnavailable), exported at 0 from the start for the same reason.
+REGISTRY_ERRORS = ("connection", "timeout", "status")
+for _error in REGISTRY_ERRORS:
+    registry_fetch_failures_total.labels(_error)
 
 
 class ReconcileResult:

@@ -133,7 +133,9 @@ async def _drain(settings: Settings, topic: str, codec: EventCodec, public_prefi
                                    f"{tally.debits} legs after {timeout_s:.0f} s")
             if any(proc.poll() is not None for proc in procs):
                 raise RuntimeError(f"a benchmarked process exited; see the logs under {settings.state_dir}")
-            for records in (await consumer.getmany(timeout_ms=500, max_records=50_000)).values():
+            fetched = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            await codec.ensure(record.value for records in fetched.values() for record in records)
+            for records in fetched.values():
                 for record in records:
                     tally.add(codec.decode(record.value), record.timestamp)
         return tally
@@ -197,7 +199,9 @@ async def _latency(settings: Settings, codec: CommandCodec, wallets: list[str], 
 
     async def read() -> None:
         while len(latencies_ms) < total:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
+            fetched = await consumer.getmany(timeout_ms=200)
+            await events.ensure(record.value for records in fetched.values() for record in records)
+            for records in fetched.values():
                 now_ms = time.time() * 1000
                 for record in records:
                     event = events.decode(record.value)
@@ -261,7 +265,7 @@ async def _in_namespace(base: Settings, name: str, keep: bool, measure) -> dict:
 async def run(base: Settings, count: int, wallets: int, hot: bool, instances: int, *,
               latency_rate_per_s: int = LATENCY_RATE_PER_S, latency_seconds: float = LATENCY_SECONDS,
               keep: bool = False) -> dict:
-    registry = SchemaRegistry(base.registry_url)
+    registry = SchemaRegistry.for_settings(base)
     wallet_ids, commands = build_workload(count, wallets, hot)
     mode = f"{'hot' if hot else 'uniform'}, exactly_once, {instances} processor process(es), {base.partitions} partitions"
     processor = await _in_namespace(base, "processor", keep, lambda settings: _measure_processor(

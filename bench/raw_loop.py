@@ -19,7 +19,7 @@ from app.settings import Settings
 
 
 async def raw_loop(settings: Settings, instance: int, instances: int) -> None:
-    registry = SchemaRegistry(settings.registry_url)
+    registry = SchemaRegistry.for_settings(settings)
     commands = CommandCodec(registry, settings.commands_topic)
     events = EventCodec(registry, settings.events_topic)
     group = f"{settings.app_id}-raw"
@@ -35,6 +35,7 @@ async def raw_loop(settings: Settings, instance: int, instances: int) -> None:
                                            max_records=settings.processor_batch_size_max)
             if not batch:
                 continue
+            await commands.ensure(record.value for records in batch.values() for record in records)
             await producer.begin_transaction()
             # The same batched sends as the processor, so the ratio measures the ledger's own work.
             batches = RecordBatches(producer)

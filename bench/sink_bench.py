@@ -111,7 +111,7 @@ async def run_sink(settings: Settings, total: int) -> float:
     from agents.projection import run_projection
     from app.codec import SchemaRegistry
 
-    registry = SchemaRegistry(settings.registry_url)
+    registry = SchemaRegistry.for_settings(settings)
     writer = await mysql_sink.create_writer(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()

@@ -139,7 +139,7 @@ class Ledger:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = SchemaRegistry(settings.registry_url)
+        self.registry = SchemaRegistry.for_settings(settings)
         self.commands = CommandCodec(self.registry, settings.commands_topic)
         self.legs = CommandCodec(self.registry, settings.transfer_legs_topic)
         self.events = EventCodec(self.registry, settings.events_topic)
@@ -169,7 +169,10 @@ class Ledger:
     async def read_all(self, topic: str, *, decode: bool = True) -> list:
         """Every committed record of `topic` (decoded as events when `decode`)."""
         records = await read_topic(self.settings, topic)
-        return [self.events.decode(r.value) for r in records] if decode else records
+        if not decode:
+            return records
+        await self.events.ensure(r.value for r in records)
+        return [self.events.decode(r.value) for r in records]
 
 
 async def read_topic(settings: Settings, topic: str) -> list:

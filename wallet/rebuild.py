@@ -8,6 +8,7 @@ models until the rebuild finishes (the API then falls back or answers 404/503): 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ async def read_event_batches(settings: Settings, *, batch_events: int = REBUILD_
     batch (`total` counts offsets, an upper bound under transactions) and once at the end (done, done)."""
     from agents.projection import ProjectedEvent
 
-    codec = EventCodec(registry or SchemaRegistry.for_settings(settings), settings.events_topic)
+    codec = await asyncio.to_thread(EventCodec, registry or SchemaRegistry.for_settings(settings),
+                                    settings.events_topic)  # registers: blocking
     consumer = AIOKafkaConsumer(**consumer_options(settings, None, max_partition_fetch_bytes=8 * 1024 * 1024,
                                                    fetch_max_bytes=64 * 1024 * 1024))
     await consumer.start()
@@ -69,6 +71,7 @@ async def read_event_batches(settings: Settings, *, batch_events: int = REBUILD_
         last_progress = time.monotonic()
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_events)
+            await codec.ensure(record.value for records in fetched.values() for record in records)
             items = []
             for tp, records in fetched.items():
                 for record in records:
