@@ -67,6 +67,7 @@ class PartitionHandover:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._rebalance_started = time.perf_counter()
+        self.generation += 1  # a batch fetched before this rebalance must not be processed after it
         async with self._lock:  # the batch in flight commits (or fails) first
             for partition in sorted({tp.partition for tp in revoked} & set(self.stores)):
                 forget_gauges(partition, self.stores.pop(partition))

@@ -101,6 +101,7 @@ class Processor(PartitionHandover):
         self._applied = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._rebalance_started = 0.0
+        self.generation = 0  # rebalances so far (agents/handover.py)
 
     def batch_applied(self) -> asyncio.Event:
         """An event set when the next batch's state is committed to the stores (for strong reads)."""
@@ -162,6 +163,7 @@ class Processor(PartitionHandover):
         batch_max = self.settings.processor_batch_size_max
         while True:
             batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
+            generation = self.generation
             # Schema ids first seen here are resolved off the loop; a registry that does not answer makes the
             # batch wait (with backoff), never sends a well-formed command to the DLQ.
             await self.commands.ensure(record.value for records in batch.values() for record in records)
@@ -170,8 +172,11 @@ class Processor(PartitionHandover):
                 releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)
                 metrics.holds_expired_total.inc(len(releases))
                 self._retention.maybe_sweep(self.stores.values(), now_ms, monotonic_s)
-                # Records of a partition revoked while they waited for the lock go to its new owner.
-                batch = {tp: records for tp, records in batch.items() if tp.partition in self.stores}
+                # A rebalance while the batch waited (for the registry or the lock) reset every position to the
+                # committed offsets (eager protocol): the records come again, from this worker or a new owner.
+                # Processing them now would write their dead letters and forwards twice.
+                if generation != self.generation:
+                    batch = {}
                 if batch or releases:
                     await self._process(batch, releases)
             report_lag(consumer, self._positions, {tp: records[-1].offset + 1 for tp, records in batch.items()})

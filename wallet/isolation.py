@@ -60,17 +60,48 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Worker slots a namespace may run (`--instance 0..N-1` listen on worker_web_port + slot).
+WORKER_SLOTS_MAX = 16
+
+
+def free_port_block(count: int = WORKER_SLOTS_MAX) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on now."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise OSError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def isolated_settings(base: Settings, name: str, *, folder: str = "tests", **overrides: object) -> Settings:
     """`base` with topics, consumer groups, transactional ids, processor state, ports and API keys of their
     own (named `<folder>-<name>-<6 hex>`); `overrides` win over all of these. The read model stays `base`'s
     until `with_database` / `with_redis_database` / `claim_redis_database`."""
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
     namespace = f"{folder}-{tag}"
+    # Worker slots listen on worker_web_port + slot: a block of free ports, the sinks on its last one, the API
+    # on a port outside it.
+    block = free_port_block()
+    http_port = free_port()
+    while block <= http_port < block + WORKER_SLOTS_MAX:
+        http_port = free_port()
     fields: dict[str, object] = dict(
         app_id=namespace, commands_topic=f"{namespace}.commands", transfer_legs_topic=f"{namespace}.transfer-legs",
         events_topic=f"{namespace}.events", dlq_topic=f"{namespace}.commands.dlq", reply_topic=f"{namespace}.replies",
-        sink_dlq_topic=f"{namespace}.events.sink-dlq", state_dir=base.state_dir / folder / tag, http_port=free_port(),
-        worker_web_port=free_port(), sinks_web_port=free_port(), api_keys=API_KEYS)
+        sink_dlq_topic=f"{namespace}.events.sink-dlq", state_dir=base.state_dir / folder / tag, http_port=http_port,
+        worker_web_port=block, sinks_web_port=block + WORKER_SLOTS_MAX - 1, api_keys=API_KEYS)
     fields.update(overrides)
     return replace(base, **fields)
 

@@ -125,9 +125,9 @@ def test_balance_reads_answer_from_the_table_and_then_mysql_when_redis_is_gone(s
     proc, port = _private_redis()
     settings = prepare_topics(isolated_settings(stack, "http-redis-down", redis_url=f"redis://127.0.0.1:{port}/0"))
     worker = WorkerProcess(settings, ["all"]).start()
-    # A second API process whose table route points nowhere: with Redis gone it must read MySQL.
+    # A second API process that finds no processor group (another app id): with Redis gone it must read MySQL.
     mysql_only = replace(settings, http_port=free_port(), worker_web_port=free_port(),
-                         table_urls=f"http://127.0.0.1:{free_port()}", web_instance=1)
+                         app_id=f"{settings.app_id}-no-group", web_instance=1)
     web_only = None
     try:
         wallet_id = _open(settings)

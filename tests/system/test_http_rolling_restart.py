@@ -59,7 +59,8 @@ async def _deposit_until_200(session: aiohttp.ClientSession, base: str, wallet_i
 
 
 async def test_every_http_write_succeeds_while_each_processor_worker_is_restarted_in_turn(stack):
-    settings = prepare_topics(isolated_settings(stack, "rolling", processor_standby_replicas=1))
+    settings = prepare_topics(isolated_settings(stack, "rolling", processor_standby_replicas=1,
+                                                rate_limit_per_s=2_000, rate_limit_burst=4_000))
     processors = [WorkerProcess(settings, ["processor"], instance=i) for i in range(2)]
     web = WorkerProcess(settings, ["web"], instance=2)
     for worker in (*processors, web):
