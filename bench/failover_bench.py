@@ -82,6 +82,12 @@ BACKLOG_QUEUE_FULL_WAIT_S = 0.1
 # The log lines a rebalance's timeline is made of.
 TIMELINE_MESSAGES = ("processor joining", "partitions assigned", "partition revoked", "partition assigned",
                      "store restored", "worker ready", "worker stopped by signal")
+# Listening ports are taken below the kernel's ephemeral range (32768-60999 by default): a free port from that
+# range can be taken by an outgoing connection before the worker binds it (a worker listens on
+# worker_web_port + instance, so several ports in a row must stay free).
+LISTEN_PORTS_FROM = 20_000
+LISTEN_PORTS_TO = 32_000
+WORKER_SLOTS = 10  # processor instances 0-2 and the web worker's slot 9
 # The rate limit is not what this measures: out of the way.
 RATE_LIMIT_OUT_OF_THE_WAY_PER_S = 1_000_000
 
@@ -189,6 +195,23 @@ class Worker:
             if line.get("msg") == "partition assigned" and line["ts"] >= after_s:
                 first.setdefault(int(line["partition"]), line["ts"])
         return first
+
+
+def _port_block(count: int) -> int:
+    """The first of `count` consecutive ports below the ephemeral range that nothing listens on now."""
+    import socket
+
+    rng = random.Random()
+    for _ in range(1000):
+        first = rng.randrange(LISTEN_PORTS_FROM, LISTEN_PORTS_TO - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} free ports in a row between {LISTEN_PORTS_FROM} and {LISTEN_PORTS_TO}")
 
 
 def _processor_env(standby_replicas: int) -> dict[str, str]:
@@ -554,7 +577,7 @@ async def run(settings: Settings, wallets: int, flow_rate_per_s: int, http_rate_
     # other, so at the kill the survivor holds nothing of the victim's partitions (an empty store at most).
     first = Worker(settings, ["processor"], 0, _processor_env(0))
     second = Worker(settings, ["processor"], 1, _processor_env(0))
-    web = Worker(settings, ["web"], 9)
+    web = Worker(settings, ["web"], WORKER_SLOTS - 1)
     processors = [first, second]
     result: dict = {"wallets": wallets, "partitions": settings.partitions,
                     "session_timeout_ms": settings.processor_session_timeout_ms,
@@ -665,9 +688,11 @@ def main(argv: list[str], base: Settings) -> int:
     from wallet import isolation
 
     stack.up(base)
+    ports = _port_block(WORKER_SLOTS + 1)
     settings = isolation.isolated_settings(
         base, "failover", folder="bench", api_keys=f"{API_KEY}=wallets:read+wallets:write",
-        rate_limit_per_s=RATE_LIMIT_OUT_OF_THE_WAY_PER_S, rate_limit_burst=RATE_LIMIT_OUT_OF_THE_WAY_PER_S)
+        rate_limit_per_s=RATE_LIMIT_OUT_OF_THE_WAY_PER_S, rate_limit_burst=RATE_LIMIT_OUT_OF_THE_WAY_PER_S,
+        worker_web_port=ports, http_port=ports + WORKER_SLOTS)
     finished = False
     try:
         settings = isolation.claim_redis_database(isolation.prepare_topics(settings))
