@@ -50,7 +50,7 @@ from decimal import Decimal
 from app.settings import REPO_ROOT, Settings
 
 API_KEY = "bench-failover"
-# Setup: producing the backlog and the workers deciding it, then standbys catching up.
+# Setup: producing the backlog and the workers deciding it.
 SETUP_TIMEOUT_S = 3600.0
 # A worker joining (and catching up its share) between scenarios; not timed.
 JOIN_TIMEOUT_S = 1800.0
@@ -69,7 +69,8 @@ FLOW_AFTER_TAKEOVER_S = 5.0
 ROUNDS = 3
 # Longest a scenario waits for the victim's partitions to commit again before it fails.
 TAKEOVER_TIMEOUT_S = 600.0
-# An HTTP write retried for this long (from its first send) without a 200 counts as failed.
+# An HTTP write retried for this long (from its first send) without a 200 counts as failed. Its requests wait
+# for one of HTTP_IN_FLIGHT_MAX connections within their HTTP_REQUEST_TIMEOUT_S.
 HTTP_DEADLINE_S = 180.0
 HTTP_RETRY_INTERVAL_S = 1.0
 HTTP_REQUEST_TIMEOUT_S = 15.0
@@ -88,7 +89,7 @@ TIMELINE_MESSAGES = ("processor joining", "partitions assigned", "partition revo
 # worker_web_port + instance, so several ports in a row must stay free).
 LISTEN_PORTS_FROM = 20_000
 LISTEN_PORTS_TO = 32_000
-WORKER_SLOTS = 10  # processor instances 0-2 and the web worker's slot 9
+WORKER_SLOTS = 10  # processor workers in slots 0 and 1, the web worker in the last slot
 # The rate limit is not what this measures: out of the way.
 RATE_LIMIT_OUT_OF_THE_WAY_PER_S = 1_000_000
 
