@@ -8,6 +8,7 @@
   wallet bench processor [--hot]  throughput and latency against a raw-loop ceiling
   wallet bench sink [--json]      MySQL sink catch-up events/s against a naive one-event-per-transaction sink
   wallet bench http [--json]      API balance GETs against MySQL-per-request; deposit latency at 1,000/s open loop
+  wallet bench failover [--json]  partitions' takeover after a processor worker is killed or stopped; HTTP writes lost
   wallet rebuild                  drop and rebuild MySQL and Redis from wallet.events
   wallet reconcile                compare table, event replay, MySQL and Redis; exit 1 on any difference
   wallet dlq list [--limit N] [--sink]   the DLQ (--sink: the sink DLQ): reason, detail, source topic/partition/offset
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--offset", action="append", metavar="P:O", dest="positions",
                      help="replay: the DLQ record at partition P, offset O (repeatable; default: all not replayed)")
     bench = sub.add_parser("bench", help="benchmarks, each in a namespace of its own (see docs/BENCHMARKS.md)")
-    bench.add_argument("target", choices=["processor", "sink", "http"])
+    bench.add_argument("target", choices=["processor", "sink", "http", "failover"])
     bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
@@ -279,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import http_bench
 
             return http_bench.main(args.options, settings)
+        if args.target == "failover":
+            from bench import failover_bench
+
+            return failover_bench.main(args.options, settings)
         from bench import processor_bench
 
         return processor_bench.main(args.options, settings)
