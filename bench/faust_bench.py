@@ -1,0 +1,90 @@
+"""The Faust baseline's figure in `wallet bench processor`: the same backlog drained by faust-streaming.
+
+The same steps as the processor's figure (bench/processor_bench.py), on fresh topics of its own: every
+wallet opened and funded (not timed), the workers stopped, the backlog produced, then drained by
+`instances` exactly-once Faust ledger workers plus one at-least-once relay worker for the transfer legs
+(bench/faust_baseline.py says why the relay is a worker of its own). commands/s = commands / (last outcome's
+broker timestamp - first's), credit legs processed inside that span as for the processor. No latency
+figure: at the processor's latency rate (2,000/s) Faust on this machine falls behind, and its queue, not
+its latency, would be measured.
+
+faust-streaming is the optional `bench` extra (pyproject.toml). `ensure_installed` installs it into the
+running interpreter's environment when it is missing: it needs aiokafka >= 0.10 without an upper pin, and
+runs with the aiokafka 0.14 the ledger uses, so no separate environment is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+import time
+import tomllib
+
+from app.codec import CommandCodec, EventCodec, SchemaRegistry
+from app.domain import commands as c
+from app.settings import REPO_ROOT, Settings
+from app.topics import create_topics
+from bench.processes import stop as stop_processes
+from bench.processor_bench import _drain, _produce, _spawn
+
+BENCH_EXTRA = "bench"
+# pip resolving and installing faust-streaming and its few dependencies from PyPI.
+PIP_INSTALL_TIMEOUT_S = 600
+# Faust drains an order of magnitude slower than the processor: the processor's 900 s is not enough for
+# the default backlog.
+FAUST_DRAIN_TIMEOUT_S = 3600
+
+
+def bench_requirements() -> list[str]:
+    """The `bench` optional dependencies of pyproject.toml (one place names the versions)."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    return list(pyproject["project"]["optional-dependencies"][BENCH_EXTRA])
+
+
+def ensure_installed() -> None:
+    """Install the `bench` extra into this interpreter's environment unless faust is importable."""
+    if importlib.util.find_spec("faust") is not None:
+        return
+    requirements = bench_requirements()
+    print(f"installing the '{BENCH_EXTRA}' extra into {sys.prefix}: {' '.join(requirements)}", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirements], check=True,
+                   timeout=PIP_INSTALL_TIMEOUT_S)
+    importlib.invalidate_caches()
+
+
+def start_workers(settings: Settings, instances: int) -> list[subprocess.Popen]:
+    """`instances` Faust ledger workers and one relay worker, logging under settings.state_dir."""
+    # The roles of bench/faust_baseline.py, named here as strings: importing it needs faust installed.
+    ledgers = [_spawn(["bench.faust_baseline", "ledger", str(i)], settings, f"faust-ledger-{i}")
+               for i in range(instances)]
+    return ledgers + [_spawn(["bench.faust_baseline", "relay", "0"], settings, "faust-relay-0")]
+
+
+async def measure_faust(settings: Settings, instances: int, wallets: list[str], commands: list[c.CommandBase],
+                        registry: SchemaRegistry) -> dict:
+    """The Faust baseline's commands/s on `commands` (see the module docstring); keys start with `faust_`."""
+    create_topics(settings)
+    codec = CommandCodec(registry, settings.commands_topic)
+    events = EventCodec(registry, settings.events_topic)
+    ts = int(time.time() * 1000)
+    setup = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=ts, owner_id="bench", currency="EUR")
+             for w in wallets]
+    setup += [c.Deposit(command_id=f"fund-{w}", wallet_id=w, timestamp_ms=ts, amount_minor=1_000_000, currency="EUR")
+              for w in wallets]
+    procs = start_workers(settings, instances)
+    try:
+        await _produce(settings, codec, setup)
+        await _drain(settings, settings.events_topic, events, "fund-", len(wallets), FAUST_DRAIN_TIMEOUT_S, procs)
+        stop_processes(procs)
+        # The timed backlog: produced while no worker runs, then drained from a cold start.
+        await _produce(settings, codec, commands)
+        procs = start_workers(settings, instances)
+        tally = await _drain(settings, settings.events_topic, events, "bc-", len(commands), FAUST_DRAIN_TIMEOUT_S,
+                             procs)
+    finally:
+        stop_processes(procs)
+    span_s = max(0.001, (tally.last_ms - tally.first_ms) / 1000)
+    return {"faust_legs": tally.legs, "faust_span_s": span_s, "faust_commands_per_s": len(commands) / span_s,
+            "faust_outcomes_per_s": (len(commands) + tally.legs) / span_s}
