@@ -82,7 +82,7 @@ def _app(settings: Settings, role: str, instance: int, guarantee: str) -> faust.
 def ledger_app(settings: Settings, instance: int) -> faust.App:
     """The exactly-once Faust app that decides commands (see the module docstring)."""
     app = _app(settings, LEDGER, instance, "exactly_once")
-    registry = SchemaRegistry(settings.registry_url)
+    registry = SchemaRegistry.for_settings(settings)
     public_commands = CommandCodec(registry, settings.commands_topic)
     leg_commands = CommandCodec(registry, settings.transfer_legs_topic)
     outcomes = EventCodec(registry, settings.events_topic)
@@ -110,8 +110,9 @@ def ledger_app(settings: Settings, instance: int) -> faust.App:
             message = event.message
             try:
                 public = message.topic == settings.commands_topic
-                command = accept(public_commands if public else leg_commands, message.key, message.value,
-                                 public=public)
+                codec = public_commands if public else leg_commands
+                await codec.ensure([message.value])  # schema ids resolved before decoding (app/codec.py)
+                command = accept(codec, message.key, message.value, public=public)
                 digest = fingerprint(command)
                 seen = command_ids.get(command.command_id.encode())
                 if seen is not None:
@@ -142,7 +143,7 @@ def ledger_app(settings: Settings, instance: int) -> faust.App:
 def relay_app(settings: Settings, instance: int) -> faust.App:
     """The at-least-once Faust app that turns transfer outcomes into legs (see the module docstring)."""
     app = _app(settings, RELAY, instance, "at_least_once")
-    registry = SchemaRegistry(settings.registry_url)
+    registry = SchemaRegistry.for_settings(settings)
     outcomes = EventCodec(registry, settings.events_topic)
     legs = CommandCodec(registry, settings.transfer_legs_topic)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -152,6 +153,7 @@ def relay_app(settings: Settings, instance: int) -> faust.App:
     async def relay_transfer_legs(events):
         async for value in events:
             try:
+                await outcomes.ensure([value])
                 leg = leg_for(outcomes.decode(value))
                 if leg is not None:
                     await legs_topic.send(key=leg.wallet_id.encode(), value=legs.encode(leg))

@@ -25,7 +25,6 @@ import tomllib
 from app.codec import CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
 from app.settings import REPO_ROOT, Settings
-from app.topics import create_topics
 from bench.processes import stop as stop_processes
 from bench.processor_bench import _drain, _produce, _spawn
 
@@ -35,6 +34,8 @@ PIP_INSTALL_TIMEOUT_S = 600
 # Faust drains an order of magnitude slower than the processor: the processor's 900 s is not enough for
 # the default backlog.
 FAUST_DRAIN_TIMEOUT_S = 3600
+# Bound of the broker's answers when Faust's own topics are listed and deleted.
+TOPICS_TIMEOUT_S = 30.0
 
 
 def bench_requirements() -> list[str]:
@@ -62,10 +63,25 @@ def start_workers(settings: Settings, instances: int) -> list[subprocess.Popen]:
     return ledgers + [_spawn(["bench.faust_baseline", "relay", "0"], settings, "faust-relay-0")]
 
 
+def delete_faust_topics(settings: Settings) -> None:
+    """Delete the topics Faust created for itself in this namespace (changelogs, its assignor's topic), which
+    wallet/isolation.py does not know; the namespace's own topics are deleted by `isolation.discard`."""
+    from confluent_kafka.admin import AdminClient
+
+    prefix = f"{settings.app_id}-faust-"
+    if not settings.app_id.startswith("bench-"):
+        raise ValueError(f"refusing to delete the Faust topics of {settings.app_id}: not a bench namespace")
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    names = [name for name in admin.list_topics(timeout=TOPICS_TIMEOUT_S).topics if name.startswith(prefix)]
+    for future in (admin.delete_topics(names, operation_timeout=TOPICS_TIMEOUT_S).values() if names else ()):
+        future.result()
+
+
 async def measure_faust(settings: Settings, instances: int, wallets: list[str], commands: list[c.CommandBase],
-                        registry: SchemaRegistry) -> dict:
-    """The Faust baseline's commands/s on `commands` (see the module docstring); keys start with `faust_`."""
-    create_topics(settings)
+                        registry: SchemaRegistry, *, keep: bool = False) -> dict:
+    """The Faust baseline's commands/s on `commands` (see the module docstring); keys start with `faust_`.
+
+    `settings` is a prepared namespace (wallet/isolation.py); Faust's own topics are deleted unless `keep`."""
     codec = CommandCodec(registry, settings.commands_topic)
     events = EventCodec(registry, settings.events_topic)
     ts = int(time.time() * 1000)
@@ -85,6 +101,8 @@ async def measure_faust(settings: Settings, instances: int, wallets: list[str], 
                              procs)
     finally:
         stop_processes(procs)
+        if not keep:
+            delete_faust_topics(settings)
     span_s = max(0.001, (tally.last_ms - tally.first_ms) / 1000)
     return {"faust_legs": tally.legs, "faust_span_s": span_s, "faust_commands_per_s": len(commands) / span_s,
             "faust_outcomes_per_s": (len(commands) + tally.legs) / span_s}

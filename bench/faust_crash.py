@@ -5,7 +5,7 @@ does the same to the Faust baseline (bench/faust_baseline.py: one exactly-once l
 at-least-once relay worker) and reports each check as a count (bench/faust_checks.py), for the reader who
 asked for Faust (docs/DESIGN.md section 1 records a run). Run by hand, on the local stack only:
 
-    python -m bench.faust_crash [--commands 12000] [--rate 400] [--seed 7] [--fresh-host] [--json]
+    python -m bench.faust_crash [--commands 12000] [--rate 400] [--seed 7] [--fresh-host] [--keep] [--json]
 
 The load mirrors the crash test's, scaled to Faust's speed: wallets opened and seeded, then deposits,
 withdrawals, transfers (some to a wallet that does not exist, so refunds happen), holds placed, captured
@@ -34,12 +34,11 @@ from app.domain import commands as c
 from app.domain import events as e
 from app.kafka import consumer_options, producer_options
 from app.settings import Settings
-from app.topics import create_topics
-from bench.faust_bench import ensure_installed, start_workers
+from bench.faust_bench import delete_faust_topics, ensure_installed, start_workers
 from bench.faust_checks import (count_violations, keys_from_changelog, read_records, table_from_changelog,
                                 table_from_rocksdb)
 from bench.processes import stop as stop_processes
-from bench.processor_bench import _settings
+from wallet import isolation
 
 WALLETS = 300
 DUPLICATE_RESEND_RATIO = 0.02
@@ -165,12 +164,11 @@ async def _wait_until(condition, timeout_s: float) -> bool:
     return False
 
 
-async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host: bool) -> dict:
+async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host: bool, keep: bool) -> dict:
     from bench.faust_baseline import COMMAND_IDS_TABLE, WALLETS_TABLE, app_id, datadir  # needs faust: see main()
 
-    settings = _settings(base, "faust-crash")
-    create_topics(settings)
-    registry = SchemaRegistry(settings.registry_url)
+    settings = isolation.prepare_topics(isolation.isolated_settings(base, "faust-crash", folder="bench"))
+    registry = SchemaRegistry.for_settings(settings)
     codec = CommandCodec(registry, settings.commands_topic)
     events_codec = EventCodec(registry, settings.events_topic)
     legs_codec = CommandCodec(registry, settings.transfer_legs_topic)
@@ -203,7 +201,9 @@ async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host
         poison = await sending
 
         async def events() -> list[e.EventBase]:
-            return [events_codec.decode(r.value) for r in await read_records(settings, settings.events_topic)]
+            values = [r.value for r in await read_records(settings, settings.events_topic)]
+            await events_codec.ensure(values)
+            return [events_codec.decode(value) for value in values]
 
         async def all_decided() -> bool:
             return sent_ids <= {ev.command_id for ev in await events()}
@@ -226,12 +226,16 @@ async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host
     changelog = await read_records(settings, f"{app_id(settings, 'ledger')}-{WALLETS_TABLE}-changelog")
     remembered = await read_records(settings, f"{app_id(settings, 'ledger')}-{COMMAND_IDS_TABLE}-changelog")
     stores = sorted((datadir(settings, "ledger", 0) / "v1" / "tables").glob(f"{WALLETS_TABLE}-*.db"))
+    await legs_codec.ensure(r.value for r in legs)
     counts = count_violations(found, sent_ids, [r.value for r in dlq], poison,
                               [legs_codec.decode(r.value).command_id for r in legs],
                               {"committed_changelog": table_from_changelog(changelog),
                                "rocksdb_on_disk": table_from_rocksdb(stores)},
                               keys_from_changelog(remembered))
-    return {"topics": settings.app_id, "commands": len(commands), "wallets": len(wallets), "rate_per_s": rate_per_s,
+    if not keep:
+        delete_faust_topics(settings)
+        isolation.discard(settings)
+    return {"namespace": settings.app_id, "kept": keep, "commands": len(commands), "wallets": len(wallets), "rate_per_s": rate_per_s,
             "fresh_host": fresh_host, "sigkills": kills, "outcomes_written_per_killed_life": outcomes_per_life, "every_command_decided_in_time": decided, "exit_codes_on_sigterm": exit_codes,
             "seconds": round(time.monotonic() - started, 1), **counts}
 
@@ -245,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-host", action="store_true",
                         help="restart each killed ledger worker on an empty data folder, as a replacement host or a "
                              "pod without a volume would: its tables come back from the changelog alone")
+    parser.add_argument("--keep", action="store_true", help="leave the namespace (topics, Faust's stores, logs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     ensure_installed()
-    result = asyncio.run(run(Settings.from_env(), args.commands, args.rate, args.seed, args.fresh_host))
+    result = asyncio.run(run(Settings.from_env(), args.commands, args.rate, args.seed, args.fresh_host, args.keep))
     for key, value in result.items():
         print(f"  {key:52} {value}")
     if args.json:
