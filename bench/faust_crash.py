@@ -34,7 +34,7 @@ from app.domain import commands as c
 from app.domain import events as e
 from app.kafka import consumer_options, producer_options
 from app.settings import Settings
-from bench.faust_bench import delete_faust_topics, ensure_installed, start_workers
+from bench.faust_bench import IDLE_BEFORE_STOP_S, delete_faust_topics, ensure_installed, start_workers
 from bench.faust_checks import (count_violations, keys_from_changelog, read_records, table_from_changelog,
                                 table_from_rocksdb)
 from bench.processes import stop as stop_processes
@@ -55,9 +55,6 @@ KILLS_MAX = 30
 OUTCOMES_TIMEOUT_S = 600
 # Longest wait for the transfers in flight to settle (their legs go through the relay, then the ledger).
 SETTLE_TIMEOUT_S = 60
-# Faust commits every broker_commit_interval (2.8 s); idle for longer, nothing is left uncommitted before
-# the SIGTERM (a stop with changelog writes still buffered crashes Faust's final commit).
-IDLE_BEFORE_STOP_S = 6.0
 POLL_INTERVAL_S = 2.0
 
 
