@@ -59,6 +59,18 @@ async def read_records(settings: Settings, topic: str) -> list:
         await consumer.stop()
 
 
+async def end_offset_total(settings: Settings, topic: str) -> int:
+    """The sum of `topic`'s end offsets: its committed records plus transaction markers and aborted records."""
+    consumer = AIOKafkaConsumer(**consumer_options(settings, None))
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return sum((await consumer.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await consumer.stop()
+
+
 def table_from_changelog(records: list) -> dict[str, WalletState]:
     """The committed Faust `wallets` table: the last changelog value of each key."""
     latest = {record.key: record.value for record in records}

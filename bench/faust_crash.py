@@ -35,8 +35,8 @@ from app.domain import events as e
 from app.kafka import consumer_options, producer_options
 from app.settings import Settings
 from bench.faust_bench import IDLE_BEFORE_STOP_S, delete_faust_topics, ensure_installed, start_workers
-from bench.faust_checks import (count_violations, keys_from_changelog, read_records, table_from_changelog,
-                                table_from_rocksdb)
+from bench.faust_checks import (count_violations, end_offset_total, keys_from_changelog, read_records,
+                                table_from_changelog, table_from_rocksdb)
 from bench.processes import stop as stop_processes
 from wallet import isolation
 
@@ -220,7 +220,8 @@ async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host
     found = await events()
     dlq = await read_records(settings, settings.dlq_topic)
     legs = await read_records(settings, settings.transfer_legs_topic)
-    changelog = await read_records(settings, f"{app_id(settings, 'ledger')}-{WALLETS_TABLE}-changelog")
+    changelog_topic = f"{app_id(settings, 'ledger')}-{WALLETS_TABLE}-changelog"
+    changelog = await read_records(settings, changelog_topic)
     remembered = await read_records(settings, f"{app_id(settings, 'ledger')}-{COMMAND_IDS_TABLE}-changelog")
     stores = sorted((datadir(settings, "ledger", 0) / "v1" / "tables").glob(f"{WALLETS_TABLE}-*.db"))
     await legs_codec.ensure(r.value for r in legs)
@@ -229,12 +230,17 @@ async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host
                               {"committed_changelog": table_from_changelog(changelog),
                                "rocksdb_on_disk": table_from_rocksdb(stores)},
                               keys_from_changelog(remembered))
+    # Records outside any transaction leave no markers: committed records = the sum of the end offsets.
+    transactions = {"events_topic_committed_records_and_end_offsets":
+                    [len(found), await end_offset_total(settings, settings.events_topic)],
+                    "wallets_changelog_committed_records_and_end_offsets":
+                    [len(changelog), await end_offset_total(settings, changelog_topic)]}
     if not keep:
         delete_faust_topics(settings)
         isolation.discard(settings)
     return {"namespace": settings.app_id, "kept": keep, "commands": len(commands), "wallets": len(wallets), "rate_per_s": rate_per_s,
             "fresh_host": fresh_host, "sigkills": kills, "outcomes_written_per_killed_life": outcomes_per_life, "every_command_decided_in_time": decided, "exit_codes_on_sigterm": exit_codes,
-            "seconds": round(time.monotonic() - started, 1), **counts}
+            "seconds": round(time.monotonic() - started, 1), **transactions, **counts}
 
 
 def main(argv: list[str] | None = None) -> int:
