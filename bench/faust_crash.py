@@ -238,7 +238,8 @@ async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host
     if not keep:
         delete_faust_topics(settings)
         isolation.discard(settings)
-    return {"namespace": settings.app_id, "kept": keep, "commands": len(commands), "wallets": len(wallets), "rate_per_s": rate_per_s,
+    return {"namespace": settings.app_id, "kept": keep, "commands": len(commands), "wallets": len(wallets),
+            "rate_per_s": rate_per_s,
             "fresh_host": fresh_host, "sigkills": kills, "outcomes_written_per_killed_life": outcomes_per_life, "every_command_decided_in_time": decided, "exit_codes_on_sigterm": exit_codes,
             "seconds": round(time.monotonic() - started, 1), **transactions, **counts}
 
