@@ -176,7 +176,8 @@ def main(argv: list[str]) -> None:
     datadir(settings, role, instance).mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = (ledger_app if role == LEDGER else relay_app)(settings, instance)
     # Faust's own command line runs the worker; it exits non-zero when the worker crashed.
-    sys.argv = [f"bench.faust_baseline {role}", "worker", "--without-web", "--loglevel", _FAUST_LOG_LEVELS.get(settings.log_level, "info")]
+    sys.argv = [f"bench.faust_baseline {role}", "worker", "--without-web",
+                "--loglevel", _FAUST_LOG_LEVELS.get(settings.log_level, "info")]
     app.main()
 
 

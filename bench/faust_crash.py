@@ -13,8 +13,9 @@ and released; 2% of the commands sent twice (producer resends), 2% poison messag
 SIGKILLed while commands flow, each time a few seconds after the restarted ledger worker wrote its first
 outcome (so every kill lands mid-work), at least KILLS_MIN times (`--fresh-host`: the ledger worker comes
 back on an empty data folder). Then they run undisturbed until every command has an outcome (or a
-deadline), go idle for Faust's commit interval, and are stopped with SIGTERM. The crash test's failpoint inside a batch has no
-Faust counterpart; only the kills from outside are applied.
+deadline), go idle for Faust's commit interval, and are stopped with SIGTERM. The crash test's failpoint
+inside a batch has no Faust counterpart; only the kills from outside are applied. The namespace (topics,
+Faust's stores, logs) is removed at the end unless `--keep`, or the run fails.
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ async def run(base: Settings, count: int, rate_per_s: int, seed: int, fresh_host
         isolation.discard(settings)
     return {"namespace": settings.app_id, "kept": keep, "commands": len(commands), "wallets": len(wallets),
             "rate_per_s": rate_per_s,
-            "fresh_host": fresh_host, "sigkills": kills, "outcomes_written_per_killed_life": outcomes_per_life, "every_command_decided_in_time": decided, "exit_codes_on_sigterm": exit_codes,
+            "fresh_host": fresh_host, "sigkills": kills, "outcomes_written_per_killed_life": outcomes_per_life,
+            "every_command_decided_in_time": decided, "exit_codes_on_sigterm": exit_codes,
             "seconds": round(time.monotonic() - started, 1), **transactions, **counts}
 
 
