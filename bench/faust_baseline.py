@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import faust
 from faust.utils.agent_stopper import agent_stopper
@@ -47,13 +48,12 @@ COMMAND_IDS_TABLE = "command_ids"
 SESSION_TIMEOUT_S = 10.0
 
 
-
 def app_id(settings: Settings, role: str) -> str:
     """The Faust app id (= consumer group, prefix of its changelog topics and transactional ids) of `role`."""
     return f"{settings.app_id}-faust-{role}"
 
 
-def datadir(settings: Settings, role: str, instance: int):
+def datadir(settings: Settings, role: str, instance: int) -> Path:
     """Where worker `instance` of `role` keeps its RocksDB tables (one folder per worker, like one host each)."""
     return settings.state_dir / "faust" / f"{role}-{instance}"
 
@@ -91,6 +91,7 @@ def ledger_app(settings: Settings, instance: int) -> faust.App:
     commands_topic = app.topic(settings.commands_topic, settings.transfer_legs_topic, **raw)
     events_topic = app.topic(settings.events_topic, **raw)
     dlq_topic = app.topic(settings.dlq_topic, **raw)
+    # One dict per table: Faust's RocksDB store pops "driver" from the options it is given.
     table_options = {"driver": "rocksdict"}
     # bytes keys and values: Faust's "raw" serializer for the changelog, no JSON over our own encoding.
     wallets = app.Table(WALLETS_TABLE, default=None, partitions=settings.partitions, key_type=bytes,
