@@ -40,6 +40,9 @@ PIP_INSTALL_TIMEOUT_S = 600
 FAUST_DRAIN_TIMEOUT_S = 3600
 # Faust commits every broker_commit_interval (2.8 s): idle this long, it has nothing left to commit.
 IDLE_BEFORE_STOP_S = 6.0
+# Faust workers starting on a busy machine (imports, group join, table recovery) until their group is stable.
+GROUP_STABLE_TIMEOUT_S = 300
+GROUP_POLL_INTERVAL_S = 1.0
 # Bound of the broker's answers when Faust's own topics are listed and deleted.
 TOPICS_TIMEOUT_S = 30.0
 
@@ -67,6 +70,33 @@ def start_workers(settings: Settings, instances: int) -> list[subprocess.Popen]:
     ledgers = [_spawn(["bench.faust_baseline", "ledger", str(i)], settings, f"faust-ledger-{i}")
                for i in range(instances)]
     return ledgers + [_spawn(["bench.faust_baseline", "relay", "0"], settings, "faust-relay-0")]
+
+
+async def wait_for_ledger_group(settings: Settings, instances: int, procs: list[subprocess.Popen]) -> None:
+    """Return once the ledger workers' consumer group is Stable with `instances` members (0: Empty).
+
+    A Faust worker deciding while its group rebalances ends its transaction with changelog writes still
+    buffered, and crashes ("Can't send messages while not in transaction"; docs/DESIGN.md section 1): the
+    workers must all be in before the first command arrives.
+    """
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    group = f"{settings.app_id}-faust-ledger"  # bench/faust_baseline.py app_id(settings, "ledger")
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    deadline = time.monotonic() + GROUP_STABLE_TIMEOUT_S
+    while True:
+        if any(proc.poll() is not None for proc in procs):
+            raise RuntimeError(f"a Faust worker exited; see the logs under {settings.state_dir}")
+        futures = await asyncio.to_thread(admin.describe_consumer_groups, [group], request_timeout=TOPICS_TIMEOUT_S)
+        description = await asyncio.to_thread(futures[group].result)
+        settled = ConsumerGroupState.STABLE if instances else ConsumerGroupState.EMPTY
+        if description.state == settled and len(description.members) == instances:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Faust group {group}: {description.state}, {len(description.members)} of "
+                               f"{instances} members after {GROUP_STABLE_TIMEOUT_S} s")
+        await asyncio.sleep(GROUP_POLL_INTERVAL_S)
 
 
 def delete_faust_topics(settings: Settings) -> None:
@@ -97,15 +127,21 @@ async def measure_faust(settings: Settings, instances: int, wallets: list[str], 
               for w in wallets]
     procs = start_workers(settings, instances)
     try:
+        await wait_for_ledger_group(settings, instances, procs)
         await _produce(settings, codec, setup)
         await _drain(settings, settings.events_topic, events, "fund-", len(wallets), FAUST_DRAIN_TIMEOUT_S, procs)
         # Stopped with changelog writes still buffered, Faust's final commit fails and loses them (docs/DESIGN.md
         # section 1): let it commit everything first, as an operator would before a restart.
         await asyncio.sleep(IDLE_BEFORE_STOP_S)
         stop_processes(procs)
-        # The timed backlog: produced while no worker runs, then drained from a cold start.
-        await _produce(settings, codec, commands)
+        # Static members do not leave on a stop: wait for the session timeout to empty the group, so that the
+        # restarted workers join afresh, before any command.
+        await wait_for_ledger_group(settings, 0, [])
+        # The timed backlog, drained from a cold start. Unlike the processor's, it is produced once the workers
+        # are in their group, not before they start: see wait_for_ledger_group.
         procs = start_workers(settings, instances)
+        await wait_for_ledger_group(settings, instances, procs)
+        await _produce(settings, codec, commands)
         tally = await _drain(settings, settings.events_topic, events, "bc-", len(commands), FAUST_DRAIN_TIMEOUT_S,
                              procs)
     finally:
