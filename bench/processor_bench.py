@@ -12,6 +12,8 @@ processor role runs (no sinks, no API), so no read model is written; the namespa
    command and write one event each, transactionally per batch, with the same batch settings.
 4. Latency: commands at a steady rate (below capacity); end to end = a read_committed reader receiving
    the outcome minus the command's timestamp.
+5. Faust baseline (unless --no-faust): the same backlog through faust-streaming, in a third namespace
+   (bench/faust_bench.py).
 The figures are ratios within one run on one machine: both loops pay the same Kafka and Python costs.
 """
 
@@ -264,15 +266,23 @@ async def _in_namespace(base: Settings, name: str, keep: bool, measure) -> dict:
 
 async def run(base: Settings, count: int, wallets: int, hot: bool, instances: int, *,
               latency_rate_per_s: int = LATENCY_RATE_PER_S, latency_seconds: float = LATENCY_SECONDS,
-              keep: bool = False) -> dict:
+              keep: bool = False, faust: bool = False) -> dict:
     registry = SchemaRegistry.for_settings(base)
     wallet_ids, commands = build_workload(count, wallets, hot)
     mode = f"{'hot' if hot else 'uniform'}, exactly_once, {instances} processor process(es), {base.partitions} partitions"
     processor = await _in_namespace(base, "processor", keep, lambda settings: _measure_processor(
         settings, instances, wallet_ids, commands, registry, latency_rate_per_s, latency_seconds))
     raw = await _in_namespace(base, "raw", keep, lambda settings: _measure_raw(settings, instances, commands, registry))
-    return {"mode": mode, "commands": count, "wallets": wallets, **processor, **raw,
-            "ratio_to_raw": processor["commands_per_s"] / raw["raw_loop_per_s"]}
+    result = {"mode": mode, "commands": count, "wallets": wallets, **processor, **raw,
+              "ratio_to_raw": processor["commands_per_s"] / raw["raw_loop_per_s"]}
+    if faust:
+        # The same backlog through faust-streaming (bench/faust_baseline.py): what the design card asked for.
+        from bench.faust_bench import measure_faust
+
+        result.update(await _in_namespace(base, "faust", keep, lambda settings: measure_faust(
+            settings, instances, wallet_ids, commands, registry, keep=keep)))
+        result["ratio_to_faust"] = processor["commands_per_s"] / result["faust_commands_per_s"]
+    return result
 
 
 def main(argv: list[str], base: Settings) -> int:
@@ -286,18 +296,28 @@ def main(argv: list[str], base: Settings) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="leave the namespaces (topics, processor state and logs) for inspection or profiling")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--no-faust", action="store_true",
+                        help="skip the Faust baseline (far slower than the processor; installs faust-streaming)")
     args = parser.parse_args(argv)
     from ops.local import stack
 
+    if not args.no_faust:
+        from bench.faust_bench import ensure_installed
+
+        ensure_installed()
     stack.up(base)
     result = asyncio.run(run(base, args.commands, args.wallets, args.hot, args.instances,
                              latency_rate_per_s=args.latency_rate, latency_seconds=args.latency_seconds,
-                             keep=args.keep))
+                             keep=args.keep, faust=not args.no_faust))
     print(f"\nprocessor benchmark ({result['mode']})")
     for label, key, unit in [("commands", "commands", ""), ("processor commands/s", "commands_per_s", "/s"),
                              ("processor outcomes/s (legs incl.)", "outcomes_per_s", "/s"),
                              ("raw loop commands/s", "raw_loop_per_s", "/s"), ("ratio to raw", "ratio_to_raw", ""),
-                             ("e2e latency p50 ms", "latency_p50_ms", ""), ("e2e latency p99 ms", "latency_p99_ms", "")]:
+                             ("e2e latency p50 ms", "latency_p50_ms", ""), ("e2e latency p99 ms", "latency_p99_ms", ""),
+                             ("Faust baseline commands/s", "faust_commands_per_s", "/s"),
+                             ("ratio to Faust (ours / Faust)", "ratio_to_faust", "")]:
+        if key not in result:
+            continue
         value = result[key]
         print(f"  {label:36} {value:,.2f}{unit}" if isinstance(value, float) else f"  {label:36} {value:,}{unit}")
     if args.json:
