@@ -28,6 +28,7 @@ import uuid
 from dataclasses import replace
 
 from app.settings import Settings
+from wallet.errors import EntryPointError
 
 # Redis databases (of the default 16) handed out by `claim_redis_database`. 0 is the live read model;
 # 9 and 10 belong to tests/integration/test_read_models.py and test_stuck_in_transit.py.
@@ -45,7 +46,7 @@ TOPICS_DELETE_TIMEOUT_S = 30.0
 API_KEYS = "test-read=wallets:read,test-write=wallets:read+wallets:write,test-admin=admin"
 
 
-class IsolationError(RuntimeError):
+class IsolationError(EntryPointError, RuntimeError):
     """A namespace could not be set up or torn down.
 
     Operator action: read the message; for "every Redis database claimed", see which processes the claim
