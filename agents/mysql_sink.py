@@ -27,6 +27,7 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agents.errors import AgentError
 from agents.projection import ProjectedEvent, StoreRefused
 from app.domain.events import is_applied
 from app.settings import Settings
@@ -187,7 +188,7 @@ WRITES_IN_FLIGHT_MAX = 2
 _WALLET_ID = operator.attrgetter("wallet_id")
 
 
-class SessionRefused(StoreUnavailable):
+class SessionRefused(AgentError, StoreUnavailable):
     """A connection's session is not the one the sink's statements are escaped for (sql_mode, character
     set): the sink writes nothing through it and retries.
 

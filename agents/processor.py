@@ -39,6 +39,7 @@ from collections import Counter as Tally
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
 
+from agents.errors import AgentError
 from app import metrics
 from app.codec import CodecError, CommandCodec, EventCodec, SchemaRegistry
 from app.domain import events as e
@@ -62,7 +63,7 @@ from tables.wallet_store import PartitionStore
 log = logging.getLogger("wallet.processor")
 
 
-class PartitionFenced(RuntimeError):
+class PartitionFenced(AgentError, RuntimeError):
     """Another worker took this partition over while this one was paused or cut off (a zombie).
 
     Operator action: none; the worker exits and its supervisor restarts it as a new group member.

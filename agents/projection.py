@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
+from agents.errors import AgentError
 from app import metrics
 from app.codec import EventCodec, SchemaRegistry
 from app.domain.events import EventBase
@@ -70,7 +71,7 @@ class _Write:
 
 
 
-class StoreRefused(Exception):
+class StoreRefused(AgentError):
     """A read-model store refused the data of a write (a value the column cannot hold, a constraint, a
     trigger): the same events fail the same way every time. `reason` names the error (the driver's
     exception class: a metric label), `detail` says what the store said. The projection isolates the

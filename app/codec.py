@@ -32,6 +32,7 @@ import fastavro
 from app import metrics
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
+from app.errors import FoundationError
 from app.settings import Settings
 
 log = logging.getLogger("wallet.registry")
@@ -59,7 +60,7 @@ SCHEMA_NOT_FOUND_CODES = (40401, 40403)
 LOGGED_IDS_MAX = 10
 
 
-class RegistryUnavailable(Exception):
+class RegistryUnavailable(FoundationError):
     """The registry gave no definite answer (unreachable, slower than the request timeout, an error status): a
     transient fault, never a reason to DLQ a message. `kind` is the `error` label of
     `wallet_registry_fetch_failures_total`: `connection`, `timeout` or `status`.
@@ -72,7 +73,7 @@ class RegistryUnavailable(Exception):
         self.kind = kind
 
 
-class SchemaNotResolved(RuntimeError):
+class SchemaNotResolved(FoundationError, RuntimeError):
     """A message was decoded before `ensure` resolved its schema id: a bug of the caller, which must await
     `ensure` for a batch before decoding it (decoding does no I/O). Never a DLQ reason: the message is not
     known to be bad.
@@ -81,7 +82,7 @@ class SchemaNotResolved(RuntimeError):
     """
 
 
-class CodecError(Exception):
+class CodecError(FoundationError):
     """A message could not be decoded; `code` is the DLQ reason (`error.code` header)."""
 
     def __init__(self, code: str, detail: str) -> None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from app.errors import FoundationError
+
 # Reason codes (DLQ `error.code` over Kafka, problem `code` over HTTP).
 RESERVED_COMMAND_ID: Final = "RESERVED_COMMAND_ID"
 INTERNAL_ID_MISMATCH: Final = "INTERNAL_ID_MISMATCH"
@@ -52,7 +54,7 @@ REFUND: Final = "refund"
 EXPIRE: Final = "expire"
 
 
-class IdentityRefused(ValueError):
+class IdentityRefused(FoundationError, ValueError):
     """A command id breaks the identity rules; `code` is the DLQ reason or HTTP problem code."""
 
     def __init__(self, code: str, detail: str) -> None:

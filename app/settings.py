@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from app.errors import FoundationError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 # Limits that only make sense above zero.
@@ -24,7 +26,7 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
 
-class SettingsError(ValueError):
+class SettingsError(FoundationError, ValueError):
     """A `WALLET_*` variable has a value that cannot be used.
 
     Operator action: fix the variable named in the message and restart.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.errors import FoundationError
 from app.settings import Settings
 
 # Wait for topic metadata at start-up; the broker answers in milliseconds when it is up.
 ADMIN_TIMEOUT_S = 15.0
 
 
-class PartitionCountMismatch(RuntimeError):
+class PartitionCountMismatch(FoundationError, RuntimeError):
     """Co-partitioned topics have different partition counts, so a wallet's commands and its events
     would live on different partitions.
 
@@ -19,7 +20,7 @@ class PartitionCountMismatch(RuntimeError):
     """
 
 
-class TopicMissing(RuntimeError):
+class TopicMissing(FoundationError, RuntimeError):
     """A topic the worker needs does not exist. Operator action: run `wallet init`."""
 
 

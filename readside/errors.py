@@ -8,7 +8,11 @@ refuses (bad data, not a fault) is not this: it goes to the sink DLQ.
 from __future__ import annotations
 
 
-class StoreUnavailable(Exception):
+class ReadSideError(Exception):
+    """Base of every fault raised by the read side's stores (app/errors.py lists every layer's root)."""
+
+
+class StoreUnavailable(ReadSideError):
     """A read-model store did not answer, or failed, for a read or a write.
 
     Operator action: see the store's health (`wallet stack status`, `/readyz`); nothing is lost: sinks retry

@@ -3,6 +3,9 @@ system tests (unit tests need no service)."""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+
 import pytest
 
 from app.settings import Settings
@@ -30,18 +33,30 @@ def base_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(request, base_settings: Settings):
-    """Start (or reuse) Kafka, the registry, MariaDB and Redis; migrate MySQL; stop what we started."""
-    from wallet import bootstrap
+    """Start (or reuse) Kafka, the registry, MariaDB and Redis; yield the settings every test namespace starts
+    from: the live ones, except for a read model of the session's own (a migrated MySQL database
+    `tests_session_<hex>` that the replica applies, and a claimed Redis database), so tests leave no trace in
+    the live read model. At the end: drop that database, release the Redis database, delete the topics of the
+    session's namespaces (kept with their state folders when a test failed), and stop what was started."""
     from ops.local import stack as local_stack
+    from wallet import bootstrap, isolation
 
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         started = local_stack.up(base_settings)
-    bootstrap.migrate(base_settings)
-    yield base_settings
+    bootstrap.migrate(base_settings)  # the live schema, for tests of `wallet init`'s own database
+    session = isolation.claim_redis_database(isolation.with_database(isolation.isolated_settings(base_settings, "session")))
+    yield replace(base_settings, mysql_dsn=session.mysql_dsn, mysql_replica_dsn=session.mysql_replica_dsn,
+                  redis_url=session.redis_url)
     from tests.harness import kill_leftover_workers
 
     kill_leftover_workers()
+    passed = request.session.testsfailed == 0
+    isolation.discard(session, database=True, redis_claimed=True, topics=False, state=False)
+    if passed:
+        isolation.delete_namespaces_topics(base_settings, isolation.NAMED)
+        for namespace in isolation.NAMED:
+            shutil.rmtree(namespace.state_dir, ignore_errors=True)
     with capture.global_and_fixture_disabled():
         local_stack.down(base_settings, started)
 

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.kafka import consumer_options, partition_for, producer_options
 from app.settings import Settings
+from wallet.errors import EntryPointError
 
 # Bound of one `list` or `replay`: the DLQ is for exceptions, not a second command topic.
 DLQ_READ_RECORDS_MAX = 100_000
@@ -41,7 +42,7 @@ ADMIN_TIMEOUT_S = 15.0
 REPLAYED_HEADER = "dlq.replayed-from"
 
 
-class DlqError(RuntimeError):
+class DlqError(EntryPointError, RuntimeError):
     """The DLQ could not be read or a replay could not be committed.
 
     Operator action: read the message; a replay that failed re-drove nothing and can be run again.

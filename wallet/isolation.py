@@ -28,10 +28,12 @@ import uuid
 from dataclasses import replace
 
 from app.settings import Settings
+from wallet.errors import EntryPointError
 
-# Redis databases (of the default 16) handed out by `claim_redis_database`. 0 is the live read model;
-# 9 and 10 belong to tests/integration/test_read_models.py and test_stuck_in_transit.py.
-REDIS_DATABASES_CLAIMED = range(11, 16)
+# Redis databases (of the default 16) handed out by `claim_redis_database`: a test session holds one while it
+# runs, each benchmark one. 0 is the live read model; 9 and 10 belong to tests/integration/test_read_models.py
+# and test_stuck_in_transit.py.
+REDIS_DATABASES_CLAIMED = (*range(1, 9), *range(11, 16))
 # The key that marks a claimed database: "<host>:<pid>:<app id>" of the claiming process.
 REDIS_CLAIM_KEY = "isolation:claimed-by"
 # Bound of every Redis call made here (the server is local).
@@ -41,11 +43,15 @@ TOPICS_VISIBLE_TIMEOUT_S = 30.0
 TOPICS_VISIBLE_POLL_S = 0.2
 # Bound of the topic deletion's answer from the broker.
 TOPICS_DELETE_TIMEOUT_S = 30.0
+# The settings of every namespace `isolated_settings` named in this process, oldest first: a test session
+# removes their topics and state folders at its end (tests/conftest.py), since a test that fails or is
+# interrupted does not.
+NAMED: list[Settings] = []
 # API keys of a namespace: one per scope set, every route reachable.
 API_KEYS = "test-read=wallets:read,test-write=wallets:read+wallets:write,test-admin=admin"
 
 
-class IsolationError(RuntimeError):
+class IsolationError(EntryPointError, RuntimeError):
     """A namespace could not be set up or torn down.
 
     Operator action: read the message; for "every Redis database claimed", see which processes the claim
@@ -103,7 +109,8 @@ def isolated_settings(base: Settings, name: str, *, folder: str = "tests", **ove
         sink_dlq_topic=f"{namespace}.events.sink-dlq", state_dir=base.state_dir / folder / tag, http_port=http_port,
         worker_web_port=block, sinks_web_port=block + WORKER_SLOTS_MAX - 1, api_keys=API_KEYS)
     fields.update(overrides)
-    return replace(base, **fields)
+    NAMED.append(replace(base, **fields))
+    return NAMED[-1]
 
 
 def prepare_topics(settings: Settings) -> Settings:
@@ -218,8 +225,7 @@ def claim_redis_database(settings: Settings) -> Settings:
             held.append(f"{number} (claimed meanwhile)")
         finally:
             client.close()
-    raise IsolationError(f"every Redis database of {REDIS_DATABASES_CLAIMED.start}-{REDIS_DATABASES_CLAIMED.stop - 1} "
-                         f"is claimed: {', '.join(held)}")
+    raise IsolationError(f"every Redis database of {REDIS_DATABASES_CLAIMED} is claimed: {', '.join(held)}")
 
 
 def release_redis_database(settings: Settings) -> bool:
@@ -261,6 +267,25 @@ def delete_topics(settings: Settings) -> None:
         except Exception as exc:  # the broker's error type; an absent topic is already gone
             if "UNKNOWN_TOPIC_OR_PART" not in str(exc):
                 raise
+
+
+def delete_namespaces_topics(base: Settings, namespaces: list[Settings]) -> int:
+    """Delete every topic of the broker named `<app id>.<anything>` for one of `namespaces` (never a live
+    topic); return how many were deleted."""
+    from confluent_kafka.admin import AdminClient
+
+    prefixes = tuple(f"{namespace.app_id}." for namespace in namespaces if not _is_live(namespace))
+    if not prefixes:
+        return 0
+    admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap})
+    names = [name for name in admin.list_topics(timeout=TOPICS_DELETE_TIMEOUT_S).topics if name.startswith(prefixes)]
+    for future in (admin.delete_topics(names, operation_timeout=TOPICS_DELETE_TIMEOUT_S).values() if names else ()):
+        try:
+            future.result()
+        except Exception as exc:  # the broker's error type; an absent topic is already gone
+            if "UNKNOWN_TOPIC_OR_PART" not in str(exc):
+                raise
+    return len(names)
 
 
 def discard(settings: Settings, *, database: bool = False, redis_claimed: bool = False,

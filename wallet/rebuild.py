@@ -20,6 +20,7 @@ from app.codec import EventCodec, SchemaRegistry
 from app.intake import FINGERPRINT_HEADER
 from app.kafka import consumer_options
 from app.settings import Settings
+from wallet.errors import EntryPointError
 
 # Events per store write: large, because a rebuild is a catch-up (see docs/BENCHMARKS.md, Sink).
 REBUILD_BATCH_EVENTS = 20_000
@@ -30,7 +31,7 @@ REDIS_DELETE_BATCH = 1_000
 READ_MODEL_TABLES = ("ledger_entries", "command_outcomes", "transfers", "wallets")
 
 
-class LogReadStalled(RuntimeError):
+class LogReadStalled(EntryPointError, RuntimeError):
     """`wallet.events` stopped returning records before its end offsets.
 
     Operator action: check the broker (`wallet stack status`) and run the command again."""

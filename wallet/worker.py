@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from app import metrics
 from readside.in_transit import monitor_in_transit
 from app.metrics import ReconcileResult
+from wallet.errors import EntryPointError
 from wallet.reconcile import RESULT_FILE
 
 from app.settings import Settings
@@ -31,7 +32,7 @@ log = logging.getLogger("wallet.worker")
 ROLES = ("processor", "sinks", "web")
 
 
-class WorkerFailed(Exception):
+class WorkerFailed(EntryPointError):
     """A role of the worker stopped with an error; the process exits with status 1."""
 
 

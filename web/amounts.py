@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 from app.domain.money import AMOUNT_MINOR_MAX, currency_exponent
+from web.errors import WebError
 
 # 19 integer digits cover every Avro long in a 0-digit currency; the bound check does the rest.
 _AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,18})(?:\.([0-9]+))?")
 
 
-class AmountInvalid(ValueError):
+class AmountInvalid(WebError, ValueError):
     """The amount string is not a positive decimal with at most the currency's digits."""
 
 

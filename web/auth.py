@@ -10,12 +10,14 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from web.errors import WebError
+
 SCOPES = frozenset({"wallets:read", "wallets:write", "admin"})
 # Hex digits of a key's SHA-256 that name it in logs, rate limits and scoped command ids.
 KEY_ID_LENGTH = 8
 
 
-class ApiKeysInvalid(ValueError):
+class ApiKeysInvalid(WebError, ValueError):
     """WALLET_API_KEYS is malformed. Operator action: fix it to `key=scope+scope,key2=scope`."""
 
 

@@ -28,6 +28,7 @@ from app.kafka import consumer_options, partition_for, producer_options
 from app.replies import REPLY_PARTITION_HEADER, REPLY_RESULT_HEADER, REPLY_TOKEN_HEADER
 from app.settings import Settings
 from app.topics import ADMIN_TIMEOUT_S, TopicMissing
+from web.errors import WebError
 
 log = logging.getLogger("wallet.web.commands")
 
@@ -44,12 +45,12 @@ command_wait_seconds = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
 
-class GatewayUnavailable(Exception):
+class GatewayUnavailable(WebError):
     """The command could not be handed to Kafka (broker down or overloaded). The client may retry with the
     same Idempotency-Key: the command is applied at most once whether or not it reached Kafka."""
 
 
-class GatewayBusy(Exception):
+class GatewayBusy(WebError):
     """Too many writes are waiting in this process (`Settings.commands_in_flight_max`)."""
 
 

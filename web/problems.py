@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from web.errors import WebError
+
 PROBLEM_TYPE_BASE = "https://wallet.example/problems/"
 
 
@@ -19,7 +21,7 @@ def problem(status: int, code: str, title: str, detail: str = "",
                         headers=headers)
 
 
-class ProblemError(Exception):
+class ProblemError(WebError):
     """Raised by handlers; the middleware renders it as problem+json."""
 
     def __init__(self, status: int, code: str, title: str, detail: str = "",

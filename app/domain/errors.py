@@ -17,8 +17,10 @@ errors (a poison message to the DLQ, a crash of the worker, an HTTP 500).
 
 from __future__ import annotations
 
+from app.errors import FoundationError
 
-class DomainError(Exception):
+
+class DomainError(FoundationError):
     """Base of every fault raised by the pure domain core."""
 
 

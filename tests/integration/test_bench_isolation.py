@@ -2,8 +2,8 @@
 the settings they are started with: after a `wallet bench http`, `wallet reconcile` of those settings agrees.
 
 The settings the bench is started with stand in for the live ledger: topics, a migrated MySQL database and
-a Redis database of their own, as `wallet init` leaves a fresh stack. (The shared development stack's real
-live read model also holds the wallets of integration tests that share it, so it cannot be asked to be clean.)
+a Redis database of their own, as `wallet init` leaves a fresh stack, so that a concurrent test of the same
+session cannot make the check pass or fail.
 """
 
 from __future__ import annotations
