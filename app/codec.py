@@ -39,6 +39,9 @@ log = logging.getLogger("wallet.registry")
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 NAMESPACE = "wallet.v1"
+# The Avro schemas (schemas/<name>.avsc) of the command and event topics.
+COMMAND_SCHEMA = "wallet_command"
+EVENT_SCHEMA = "wallet_event"
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 COMMAND_ENVELOPE = ("command_id", "wallet_id", "timestamp_ms")
@@ -154,6 +157,7 @@ class SchemaRegistry:
         self.backoff_max_s = backoff_max_s
         self._client = SchemaRegistryClient({"url": url, "timeout": request_timeout_s})
         self._parsed: dict[int, Any] = {}
+        self._registered: dict[tuple[str, str], int] = {}  # (subject, schema JSON) -> id, from `register_waiting`
         self._unknown: OrderedDict[int, float] = OrderedDict()  # id -> when the registry said it has none
         self._lock = threading.Lock()  # the sinks decode in a thread of their own
 
@@ -165,20 +169,104 @@ class SchemaRegistry:
                    backoff_max_s=settings.registry_backoff_max_ms / 1000)
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
-        """Register `schema` under `subject` (BACKWARD compatibility) and return its id. Blocking."""
+        """Register `schema` under `subject` (BACKWARD compatibility) and return its id. Blocking, unless
+        `register_waiting` registered it already (then no I/O)."""
         from confluent_kafka.schema_registry import Schema
 
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-        schema_id = self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
-        try:
-            self._client.set_compatibility(subject, "BACKWARD")
-        except SchemaRegistryError as exc:
-            # Another process set it at the same moment (Apicurio answers 409): fine if it is what we want.
-            if exc.http_status_code != 409 or self._client.get_compatibility(subject) != "BACKWARD":
-                raise
+        schema_id = self._registered.get((subject, json.dumps(schema)))
+        if schema_id is None:
+            schema_id = self._client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+            try:
+                self._client.set_compatibility(subject, "BACKWARD")
+            except SchemaRegistryError as exc:
+                # Another process set it at the same moment (Apicurio answers 409): fine if it is what we want.
+                if exc.http_status_code != 409 or self._client.get_compatibility(subject) != "BACKWARD":
+                    raise
         self._parsed[schema_id] = fastavro.parse_schema(schema)
         return schema_id
+
+    async def register_waiting(self, subjects: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Register each `(subject, schema)` (BACKWARD compatibility) over HTTP, waiting while the registry is
+        unreachable, slow or answering 5xx, as `ensure` waits (backoff, `wallet_registry_waiting`,
+        `wallet_registry_fetch_failures_total`, a rate-limited log line), cancellably. A worker calls it at
+        start-up, before its codecs `register` (blocking, in a thread): they then find their ids here, so a
+        worker started during a registry outage waits for it instead of exiting. A definite refusal (an
+        incompatible or invalid schema: 4xx) is left to `register`, which raises it."""
+        import aiohttp
+
+        pending = {(subject, json.dumps(schema)) for subject, schema in subjects} - self._registered.keys()
+        backoff_s = self.backoff_initial_s
+        with contextlib.ExitStack() as waiting:
+            waited_since: float | None = None
+            while pending:
+                fault: RegistryUnavailable | None = None
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s)) as session:
+                    for subject, text in sorted(pending):
+                        try:
+                            schema_id = await self._register_once(session, subject, text)
+                        except RegistryUnavailable as exc:
+                            fault = exc
+                            metrics.registry_fetch_failures_total.labels(exc.kind).inc()
+                            break
+                        if schema_id is not None:
+                            self._registered[(subject, text)] = schema_id
+                        pending.discard((subject, text))
+                if fault is None:
+                    break
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    waiting.enter_context(_WAITING)
+                log.warning("schema registry unavailable at start-up; waiting", extra={
+                    "registry": self.url, "subjects": sorted(subject for subject, _ in pending)[:LOGGED_IDS_MAX],
+                    "retry_in_s": backoff_s, "waiting_s": round(time.monotonic() - waited_since, 1),
+                    "error": str(fault)})
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(self.backoff_max_s, backoff_s * 2)
+            if waited_since is not None:
+                log.info("schema registry answering again", extra={
+                    "registry": self.url, "waited_s": round(time.monotonic() - waited_since, 1)})
+
+    async def _register_once(self, session: Any, subject: str, text: str) -> int | None:
+        """One registration of the schema `text` under `subject` plus its BACKWARD compatibility: the id, or
+        None on a definite refusal (4xx other than a concurrent compatibility write). Raises
+        RegistryUnavailable when the answer is not definite."""
+        base = self.url.rstrip("/")
+        status, answer = await self._request(session, "POST", f"{base}/subjects/{subject}/versions",
+                                             {"schema": text, "schemaType": "AVRO"})
+        if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("id"), int):
+            return None
+        schema_id = answer["id"]
+        status, _ = await self._request(session, "PUT", f"{base}/config/{subject}", {"compatibility": "BACKWARD"})
+        if status == 409:  # another process set it at the same moment (Apicurio): fine if it is what we want
+            status, answer = await self._request(session, "GET", f"{base}/config/{subject}", None)
+            if status != 200 or not isinstance(answer, dict) or answer.get("compatibilityLevel") != "BACKWARD":
+                return None
+        elif status != 200:
+            return None
+        return schema_id
+
+    async def _request(self, session: Any, method: str, url: str, body: Any) -> tuple[int, Any]:
+        """One registry request: (status, decoded JSON or None). Raises RegistryUnavailable on no answer, a
+        timeout or a 5xx (not definite: ask again later)."""
+        import aiohttp
+
+        try:
+            async with session.request(method, url, json=body,
+                                       headers={"Accept": "application/vnd.schemaregistry.v1+json"}) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise RegistryUnavailable("timeout", f"no answer within {self.request_timeout_s} s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RegistryUnavailable("connection", f"{type(exc).__name__}: {exc}") from exc
+        if status >= 500:
+            raise RegistryUnavailable("status", f"HTTP {status} for {method} {url}: {raw[:200]!r}")
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
 
     def parsed(self, schema_id: int) -> Any | None:
         """The parsed writer schema of `schema_id` from the cache, or None when the registry said it does not
@@ -363,11 +451,18 @@ class _Codec:
             raise CodecError("UNDECODABLE", f"record does not map to a {self.subject} kind") from exc
 
 
+def ledger_schemas(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    """Every `(subject, schema)` the ledger's codecs register: commands, transfer legs, events."""
+    return [(f"{settings.commands_topic}-value", load_schema(COMMAND_SCHEMA)),
+            (f"{settings.transfer_legs_topic}-value", load_schema(COMMAND_SCHEMA)),
+            (f"{settings.events_topic}-value", load_schema(EVENT_SCHEMA))]
+
+
 class CommandCodec(_Codec):
     def __init__(self, registry: SchemaRegistry | None, topic: str) -> None:
-        super().__init__(registry, f"{topic}-value", "wallet_command", domain_commands, COMMAND_ENVELOPE)
+        super().__init__(registry, f"{topic}-value", COMMAND_SCHEMA, domain_commands, COMMAND_ENVELOPE)
 
 
 class EventCodec(_Codec):
     def __init__(self, registry: SchemaRegistry | None, topic: str) -> None:
-        super().__init__(registry, f"{topic}-value", "wallet_event", domain_events, EVENT_ENVELOPE)
+        super().__init__(registry, f"{topic}-value", EVENT_SCHEMA, domain_events, EVENT_ENVELOPE)

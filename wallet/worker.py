@@ -41,10 +41,13 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
     from agents import mysql_sink, redis_sink
     from agents.processor import Processor
     from agents.projection import run_projection
-    from app.codec import SchemaRegistry
+    from app.codec import SchemaRegistry, ledger_schemas
     from readside.mysql import monitor_replica_lag
 
     registry = await asyncio.to_thread(SchemaRegistry.for_settings, settings)
+    # A worker started during a registry outage waits here (cancellably) instead of exiting: the codecs the
+    # roles build next find their schema ids registered.
+    await registry.register_waiting(ledger_schemas(settings))
     readiness: list[asyncio.Event] = []
 
     def ready_event() -> asyncio.Event:

@@ -316,3 +316,58 @@ async def test_a_worker_whose_registry_request_hangs_stops_promptly_on_sigterm(s
         proxy.switch("on")
         worker.stop()
         isolation.discard(settings)
+
+
+START_WAIT_LINE = "schema registry unavailable at start-up; waiting"
+# Start-up retries the worker must have logged (and survived) before the registry comes back.
+START_RETRIES_MIN = 3
+
+
+def _start_waits(worker: WorkerProcess) -> int:
+    return sum(START_WAIT_LINE in line for line in worker.log_lines())
+
+
+async def test_a_worker_started_while_the_registry_is_down_waits_for_it_and_then_decides(stack, proxy):
+    # Before: the codecs registered their schemas at start-up with a blocking call that raised, and the worker
+    # exited with status 1 (`make run` gives up after 5 such exits in a row).
+    settings = prepare_topics(isolated_settings(stack, "registry-start"))
+    proxy.switch("closed")
+    worker = WorkerProcess(replace(settings, registry_url=proxy.url), ["processor"]).start(wait_ready=False)
+    try:
+        wait_for(lambda: _start_waits(worker) >= START_RETRIES_MIN or not worker.alive(), WAITING_SEEN_TIMEOUT_S,
+                 f"{START_RETRIES_MIN} start-up waits for the registry", interval_s=0.2)
+        assert worker.alive(), "\n".join(worker.log_lines()[-30:])
+        proxy.switch("on")
+        worker.wait_ready()
+        async with Ledger(settings) as ledger:
+            command = c.OpenWallet(command_id=new_id("rs-open"), wallet_id=new_id("rs"), timestamp_ms=now_ms(),
+                                   owner_id="o", currency="EUR")
+            await ledger.send(command)
+            counts = await wait_for_async(lambda: _decided(ledger, {command.command_id}), OUTCOMES_TIMEOUT_S,
+                                          "the command's outcome")
+            assert counts == {command.command_id: 1}
+    finally:
+        proxy.switch("on")
+        worker.stop()
+        isolation.discard(settings)
+
+
+async def _decided(ledger: Ledger, command_ids: set[str]) -> dict[str, int] | None:
+    counts = await _outcomes(ledger, command_ids)
+    return counts if all(counts.values()) else None
+
+
+async def test_a_worker_waiting_for_the_registry_at_start_up_stops_promptly_on_sigterm(stack, proxy):
+    settings = prepare_topics(isolated_settings(stack, "registry-start-stop"))
+    proxy.switch("silent")  # a hung registry: the request itself must be cancelled
+    worker = WorkerProcess(replace(settings, registry_url=proxy.url), ["processor"]).start(wait_ready=False)
+    try:
+        wait_for(lambda: any("/subjects/" in line for line in proxy.requests), WAITING_SEEN_TIMEOUT_S,
+                 "the worker to ask the hung registry to register a schema", interval_s=0.2)
+        worker.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: not worker.alive(), STOP_PROMPT_S, "the worker to exit on SIGTERM", interval_s=0.2)
+        assert worker.proc.returncode == 0
+    finally:
+        proxy.switch("on")
+        worker.stop()
+        isolation.discard(settings)
