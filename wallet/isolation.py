@@ -21,6 +21,7 @@ Redis database 0) or another namespace:
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import time
@@ -59,11 +60,27 @@ class IsolationError(EntryPointError, RuntimeError):
     """
 
 
+# Listening ports of namespaces are taken below the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+# 32768-60999 by default): a port from that range can be taken by an outgoing connection between the check
+# and the worker's bind, and a busy machine (thousands of connections in TIME_WAIT) has few runs of free ports
+# there. Below it, nothing takes a port but a listener.
+LISTEN_PORTS_FROM = 10_000
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+EPHEMERAL_FROM_DEFAULT = 32_768
+FREE_PORT_TRIES = 1_000
+
+
+def _ephemeral_from() -> int:
+    try:
+        with open(EPHEMERAL_RANGE_FILE) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return EPHEMERAL_FROM_DEFAULT
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on at the moment of the call."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1, below the ephemeral range, that nothing listens on at the moment of the call."""
+    return free_port_block(1)
 
 
 # Worker slots a namespace may run (`--instance 0..N-1` listen on worker_web_port + slot).
@@ -71,24 +88,20 @@ WORKER_SLOTS_MAX = 16
 
 
 def free_port_block(count: int = WORKER_SLOTS_MAX) -> int:
-    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on now."""
-    for _ in range(100):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        sockets = []
+    """The first of `count` consecutive TCP ports on 127.0.0.1, below the ephemeral range, that nothing
+    listens on now."""
+    rng = random.Random()
+    upper = max(LISTEN_PORTS_FROM + count, _ephemeral_from()) - count
+    for _ in range(FREE_PORT_TRIES):
+        base = rng.randrange(LISTEN_PORTS_FROM, upper)
         try:
             for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise OSError(f"no {count} consecutive free ports on 127.0.0.1")
+    raise OSError(f"no {count} consecutive free ports on 127.0.0.1 between {LISTEN_PORTS_FROM} and {upper + count}")
 
 
 def isolated_settings(base: Settings, name: str, *, folder: str = "tests", **overrides: object) -> Settings:

@@ -454,13 +454,16 @@ def _redis_ready(settings: Settings) -> bool:
 # ---------------------------------------------------------------- prometheus
 
 PROMETHEUS_SOURCE_CONFIG = REPO_ROOT / "ops" / "prometheus" / "prometheus.yml"
+# Bound of the POST /-/reload that makes a running Prometheus read its rewritten config.
+PROMETHEUS_RELOAD_TIMEOUT_S = 5.0
 
 
 def prometheus_config(settings: Settings) -> dict:
     """ops/prometheus/prometheus.yml (the compose file's config) with local targets and absolute rule files.
 
     One source config: the compose service names `worker`, `sinks` and `web` become 127.0.0.1 on the ports
-    these settings give the processor's and the sinks' metrics endpoints and the API.
+    these settings give the processor's and the sinks' metrics endpoints and the API. The processor workers,
+    found by DNS in compose, are the `processor_workers` slots `make run` starts (worker_web_port + slot).
     """
     import yaml
 
@@ -475,15 +478,44 @@ def prometheus_config(settings: Settings) -> dict:
                     raise StackError(f"{PROMETHEUS_SOURCE_CONFIG}: no local port for target {target}")
                 targets.append(f"127.0.0.1:{local_ports[host]}")
             static["targets"] = targets
+        for discovered in job.pop("dns_sd_configs", []):
+            if discovered["names"] != ["worker"]:
+                raise StackError(f"{PROMETHEUS_SOURCE_CONFIG}: no local ports for the replicas of {discovered['names']}")
+            job.setdefault("static_configs", []).append({"targets": [
+                f"127.0.0.1:{settings.worker_web_port + slot}" for slot in range(settings.processor_workers)]})
     config["rule_files"] = [str(PROMETHEUS_SOURCE_CONFIG.parent / name) for name in config.get("rule_files", [])]
     return config
 
 
-def _start_prometheus(settings: Settings) -> subprocess.Popen:
+def _write_prometheus_config(settings: Settings) -> bool:
+    """Write the local Prometheus's config for `settings`; whether it changed."""
     import yaml
 
     config_path = _state(settings, "prometheus", "prometheus.yml")
-    config_path.write_text(yaml.safe_dump(prometheus_config(settings), sort_keys=False))
+    text = yaml.safe_dump(prometheus_config(settings), sort_keys=False)
+    if config_path.exists() and config_path.read_text() == text:
+        return False
+    config_path.write_text(text)
+    return True
+
+
+def _prometheus_provision(settings: Settings) -> None:
+    """A running local Prometheus of this state folder scrapes what these settings start (one target per
+    processor worker slot: `WALLET_PROCESSOR_WORKERS=3 make run` on a stack started with 1): rewrite its
+    config and reload it when that changed."""
+    if _pid(settings, "prometheus") is None or not _write_prometheus_config(settings):
+        return
+    request = urllib.request.Request(f"http://127.0.0.1:{settings.prometheus_port}/-/reload", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=PROMETHEUS_RELOAD_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        print(f"stack: prometheus did not reload its config ({exc}); restart it to scrape every worker", flush=True)
+
+
+def _start_prometheus(settings: Settings) -> subprocess.Popen:
+    _write_prometheus_config(settings)
+    config_path = _state(settings, "prometheus", "prometheus.yml")
     data_dir = settings.state_dir / "prometheus" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     return _spawn(settings, "prometheus", [
@@ -578,6 +610,8 @@ def up(settings: Settings, names: list[str] | None = None) -> list[str]:
             _mariadb_provision(settings)
         if service.name == "mariadb-replica":
             _mariadb_replica_provision(settings)
+        if service.name == "prometheus":
+            _prometheus_provision(settings)
     return started
 
 

@@ -493,7 +493,9 @@ def test_prometheus_scrapes_worker_and_web_on_the_ports_they_serve_metrics():
         job = jobs.get(job_name)
         assert job, f"prometheus.yml has no job {job_name}"
         assert job.get("metrics_path", "/metrics") == "/metrics"
-        targets = [target for group in job["static_configs"] for target in group["targets"]]
+        targets = [target for group in job.get("static_configs", []) for target in group["targets"]]
+        # Found by DNS: each replica of the service (`--scale`), on one port.
+        targets += [f"{name}:{group['port']}" for group in job.get("dns_sd_configs", []) for name in group["names"]]
         assert targets, f"{job_name} scrapes nothing"
         for target in targets:
             host, _, port = target.rpartition(":")

@@ -71,3 +71,18 @@ def test_local_prometheus_config_is_the_compose_config_with_local_targets_and_th
                        "wallet-web": ["127.0.0.1:18080"]}
     assert [Path(f) for f in local["rule_files"]] == [PROMETHEUS_DIR / "alerts.yml"]
     assert local["global"] == source["global"]
+
+
+def test_every_processor_worker_is_scraped_since_the_alerts_sum_partitions_owned_across_them():
+    # Before: one target (worker:6066), so with three workers WalletProcessorPartitionsUnowned saw a third of
+    # the partitions owned and fired.
+    from app.settings import Settings
+    from ops.local.stack import prometheus_config
+
+    source = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    worker = next(job for job in source["scrape_configs"] if job["job_name"] == "wallet-worker")
+    assert worker["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 6066, "refresh_interval": "15s"}]
+    local = prometheus_config(Settings(worker_web_port=16066, processor_workers=3))
+    worker = next(job for job in local["scrape_configs"] if job["job_name"] == "wallet-worker")
+    assert worker["static_configs"] == [{"targets": ["127.0.0.1:16066", "127.0.0.1:16067", "127.0.0.1:16068"]}]
+    assert "dns_sd_configs" not in worker
