@@ -346,25 +346,11 @@ class SchemaRegistry:
     async def _fetch(self, session: Any, schema_id: int) -> Any | None:
         """One request for `schema_id`: its parsed schema, or None when the registry says it has none (or one
         this reader cannot use: not Avro). Raises RegistryUnavailable when the answer is not definite."""
-        import aiohttp
-
-        url = f"{self.url.rstrip('/')}/schemas/ids/{schema_id}"
-        try:
-            async with session.get(url, headers={"Accept": "application/vnd.schemaregistry.v1+json"}) as resp:
-                body = await resp.read()
-                status = resp.status
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            raise RegistryUnavailable("timeout", f"no answer within {self.request_timeout_s} s") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise RegistryUnavailable("connection", f"{type(exc).__name__}: {exc}") from exc
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
+        status, answer = await self._request(session, "GET", f"{self.url.rstrip('/')}/schemas/ids/{schema_id}", None)
         if status == 404 and isinstance(answer, dict) and answer.get("error_code") in SCHEMA_NOT_FOUND_CODES:
             return None  # the registry's definite answer: no such id
         if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("schema"), str):
-            raise RegistryUnavailable("status", f"HTTP {status} for schema id {schema_id}: {body[:200]!r}")
+            raise RegistryUnavailable("status", f"HTTP {status} for schema id {schema_id}: {str(answer)[:200]}")
         if answer.get("schemaType", "AVRO") != "AVRO":
             return None
         try:

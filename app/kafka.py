@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from app.errors import FoundationError
 from app.settings import Settings
 
 # Keys whose partition is remembered; wallets repeat, and murmur2 in Python costs microseconds.
@@ -108,3 +111,46 @@ def confluent_producer_config(settings: Settings, **extra: object) -> dict[str, 
         "linger.ms": 5,
         **extra,
     }
+
+
+# How long `read_to_end` may take by default; each fetch waits at most READ_FETCH_WAIT_MS for records.
+READ_TO_END_TIMEOUT_S = 120.0
+READ_FETCH_WAIT_MS = 500
+READ_FETCH_RECORDS_MAX = 10_000
+
+
+class TopicReadIncomplete(FoundationError):
+    """A topic could not be read to its end: slower than the caller's bound, or larger than its limit."""
+
+
+async def read_to_end(settings: Settings, topic: str, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
+                      records_max: int | None = None) -> list:
+    """Every committed record of `topic` (read_committed), from its beginning to the end offsets it had when
+    the call began, ordered by partition and offset. Raises TopicReadIncomplete past `timeout_s` seconds or
+    `records_max` records."""
+    consumer = AIOKafkaConsumer(**consumer_options(settings, None))
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            if time.monotonic() > deadline:
+                raise TopicReadIncomplete(f"could not read {topic} to its end within {timeout_s:.0f} s")
+            batch = await consumer.getmany(timeout_ms=READ_FETCH_WAIT_MS, max_records=READ_FETCH_RECORDS_MAX)
+            for recs in batch.values():
+                records.extend(recs)
+            if records_max is not None and len(records) > records_max:
+                raise TopicReadIncomplete(f"{topic} holds more than {records_max} records")
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

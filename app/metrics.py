@@ -13,7 +13,8 @@ _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
 registry_fetch_failures_total = Counter(
     "wallet_registry_fetch_failures_total",
-    "Schema lookups the registry could not answer (down, slow, 5xx); the consumer waited and retried. "
+    "Schema lookups and start-up registrations the registry could not answer (down, slow, 5xx); the process "
+    "waited and retried. "
     "By error: connection, timeout, status.", ["error"])
 registry_waiting = Gauge(
     "wallet_registry_waiting", "1 while a consumer of this process waits for the schema registry to answer.")

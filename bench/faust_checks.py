@@ -9,7 +9,6 @@ Reads are read_committed, from the beginning of each topic to its end at the tim
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from app.domain.errors import DomainError
 from app.domain.events import is_applied
 from app.domain.ledger import replay, verify_chain
 from app.domain.state import WalletState
+from app.kafka import read_to_end
 from app.kafka import consumer_options
 from app.settings import Settings
 from tables.wallet_store import decode_state, open_read_only
@@ -34,29 +34,7 @@ FAUST_OFFSET_KEY = b"__faust\0offset__"
 
 async def read_records(settings: Settings, topic: str) -> list:
     """Every committed record of `topic`, from its beginning to its current end, in partition order."""
-    consumer = AIOKafkaConsumer(**consumer_options(settings, None))
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records = []
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end in {READ_TIMEOUT_S} s")
-            for batch in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
+    return await read_to_end(settings, topic, timeout_s=READ_TIMEOUT_S)
 
 
 async def end_offset_total(settings: Settings, topic: str) -> int:

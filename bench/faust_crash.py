@@ -39,6 +39,7 @@ from bench.faust_bench import IDLE_BEFORE_STOP_S, delete_faust_topics, ensure_in
 from bench.faust_checks import (count_violations, end_offset_total, keys_from_changelog, read_records,
                                 table_from_changelog, table_from_rocksdb)
 from bench.processes import stop as stop_processes
+from bench.workloads import crash_mix
 from wallet import isolation
 
 WALLETS = 300
@@ -61,41 +62,7 @@ POLL_INTERVAL_S = 2.0
 
 def build_commands(rng: random.Random, count: int) -> tuple[list[str], list[c.CommandBase]]:
     """The crash test's mix (tests/system/test_crash_exactly_once.py), `count` commands in all."""
-    ts = int(time.time() * 1000)
-    wallets = [f"fc-{i:04d}-{rng.randrange(10**6):06d}" for i in range(WALLETS)]
-    commands: list[c.CommandBase] = []
-    for w in wallets:
-        commands.append(c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=ts, owner_id="crash",
-                                     currency="EUR"))
-        commands.append(c.Deposit(command_id=f"seed-{w}", wallet_id=w, timestamp_ms=ts, amount_minor=100_000,
-                                  currency="EUR"))
-    open_holds: list[tuple[str, str]] = []
-    for i in range(count - len(commands)):
-        w, roll, cid = rng.choice(wallets), rng.random(), f"cmd-{i}"
-        if roll < 0.30:
-            commands.append(c.Deposit(command_id=cid, wallet_id=w, timestamp_ms=ts,
-                                      amount_minor=rng.randint(1, 5_000), currency="EUR"))
-        elif roll < 0.60:
-            commands.append(c.Withdraw(command_id=cid, wallet_id=w, timestamp_ms=ts,
-                                       amount_minor=rng.randint(1, 8_000), currency="EUR"))
-        elif roll < 0.85:
-            commands.append(c.Transfer(command_id=cid, wallet_id=w, timestamp_ms=ts,
-                                       destination_wallet_id=rng.choice(wallets + ["fc-missing-wallet"]),
-                                       amount_minor=rng.randint(1, 6_000), currency="EUR"))
-        elif roll < 0.93 or not open_holds:
-            hold_id = f"h{i}"
-            open_holds.append((w, hold_id))
-            commands.append(c.PlaceHold(command_id=cid, wallet_id=w, timestamp_ms=ts, hold_id=hold_id,
-                                        amount_minor=rng.randint(1, 3_000), currency="EUR",
-                                        expires_at_ms=ts + 3_600_000))
-        else:
-            hw, hold_id = open_holds.pop(rng.randrange(len(open_holds)))
-            if rng.random() < 0.5:
-                commands.append(c.CaptureHold(command_id=cid, wallet_id=hw, timestamp_ms=ts, hold_id=hold_id,
-                                              amount_minor=None))
-            else:
-                commands.append(c.ReleaseHold(command_id=cid, wallet_id=hw, timestamp_ms=ts, hold_id=hold_id))
-    return wallets, commands
+    return crash_mix(rng, count, WALLETS, "fc")
 
 
 async def _send_at_rate(settings: Settings, codec: CommandCodec, commands: list[c.CommandBase], rate_per_s: int,

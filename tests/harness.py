@@ -16,17 +16,19 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from app.codec import CommandCodec, EventCodec, SchemaRegistry
 from app.domain import commands as c
-from app.kafka import consumer_options, producer_options
+from app.kafka import producer_options, read_to_end
 from app.settings import REPO_ROOT, Settings
 # A test's namespace (topics, groups, state, ports, keys; a read model on request) is the benchmarks' too.
 from wallet.isolation import free_port, isolated_settings  # noqa: F401 (the tests import them from here)
 
 T = TypeVar("T")
 WORKER_READY_TIMEOUT_S = 90.0
+# Bound of reading a test's topic to its end.
+READ_TOPIC_TIMEOUT_S = 60.0
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
@@ -177,28 +179,7 @@ class Ledger:
 
 async def read_topic(settings: Settings, topic: str) -> list:
     """Every committed record of `topic` from the beginning to its current end (read_committed)."""
-    consumer = AIOKafkaConsumer(**consumer_options(settings, None))
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records = []
-        deadline = time.monotonic() + 60
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end")
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for recs in batch.values():
-                records.extend(recs)
-        return records
-    finally:
-        await consumer.stop()
+    return await read_to_end(settings, topic, timeout_s=READ_TOPIC_TIMEOUT_S)
 
 
 def new_id(prefix: str = "w") -> str:

@@ -28,9 +28,9 @@ import json
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from app.kafka import consumer_options, partition_for, producer_options
+from app.kafka import TopicReadIncomplete, partition_for, producer_options, read_to_end
 from app.settings import Settings
 from wallet.errors import EntryPointError
 
@@ -90,33 +90,10 @@ def _dead_letter(record) -> DeadLetter:
 
 async def _read_all(settings: Settings, topic: str) -> list:
     """Every committed record of `topic`, beginning to end, at most DLQ_READ_RECORDS_MAX."""
-    consumer = AIOKafkaConsumer(**consumer_options(settings, None))
-    await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list = []
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            if time.monotonic() > deadline:
-                raise DlqError(f"could not read {topic} to its end within {READ_TIMEOUT_S:.0f} s")
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for recs in batch.values():
-                records.extend(recs)
-            if len(records) > DLQ_READ_RECORDS_MAX:
-                raise DlqError(f"{topic} holds more than {DLQ_READ_RECORDS_MAX} records; "
-                               "re-drive it with a consumer of its own, not the CLI")
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
+        return await read_to_end(settings, topic, timeout_s=READ_TIMEOUT_S, records_max=DLQ_READ_RECORDS_MAX)
+    except TopicReadIncomplete as exc:
+        raise DlqError(f"{exc}; a DLQ this large is re-driven with a consumer of its own, not the CLI") from exc
 
 
 async def dead_letters(settings: Settings, topic: str | None = None) -> list[DeadLetter]:

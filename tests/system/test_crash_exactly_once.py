@@ -21,8 +21,9 @@ from collections import Counter
 
 from app.domain import commands as c
 from app.domain import events as e
+from bench.workloads import crash_mix
 from tests.conftest import prepare_topics
-from tests.harness import Ledger, WorkerProcess, isolated_settings, now_ms, read_topic, store_path, wait_for_async
+from tests.harness import Ledger, WorkerProcess, isolated_settings, read_topic, store_path, wait_for_async
 from tests.system.ledger_checks import (assert_exactly_once, assert_stores_equal_replay_and_money_is_conserved,
                                         in_transit)
 
@@ -40,43 +41,7 @@ SEED = 7
 
 
 def build_commands(rng: random.Random) -> tuple[list[str], list[c.CommandBase]]:
-    ts = now_ms()
-    wallets = [f"cr-{i:04d}-{rng.randrange(10**6):06d}" for i in range(WALLETS)]
-    commands: list[c.CommandBase] = []
-    for w in wallets:
-        commands.append(c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=ts, owner_id="crash",
-                                     currency="EUR"))
-        commands.append(c.Deposit(command_id=f"seed-{w}", wallet_id=w, timestamp_ms=ts, amount_minor=100_000,
-                                  currency="EUR"))
-    open_holds: list[tuple[str, str]] = []
-    for i in range(COMMANDS - len(commands)):
-        w = rng.choice(wallets)
-        roll = rng.random()
-        cid = f"cmd-{i}"
-        if roll < 0.30:
-            commands.append(c.Deposit(command_id=cid, wallet_id=w, timestamp_ms=ts,
-                                      amount_minor=rng.randint(1, 5_000), currency="EUR"))
-        elif roll < 0.60:
-            commands.append(c.Withdraw(command_id=cid, wallet_id=w, timestamp_ms=ts,
-                                       amount_minor=rng.randint(1, 8_000), currency="EUR"))
-        elif roll < 0.85:
-            destination = rng.choice(wallets + ["cr-missing-wallet"])
-            commands.append(c.Transfer(command_id=cid, wallet_id=w, timestamp_ms=ts, destination_wallet_id=destination,
-                                       amount_minor=rng.randint(1, 6_000), currency="EUR"))
-        elif roll < 0.93 or not open_holds:
-            hold_id = f"h{i}"
-            open_holds.append((w, hold_id))
-            commands.append(c.PlaceHold(command_id=cid, wallet_id=w, timestamp_ms=ts, hold_id=hold_id,
-                                        amount_minor=rng.randint(1, 3_000), currency="EUR",
-                                        expires_at_ms=ts + 3_600_000))
-        else:
-            hw, hold_id = open_holds.pop(rng.randrange(len(open_holds)))
-            if rng.random() < 0.5:
-                commands.append(c.CaptureHold(command_id=cid, wallet_id=hw, timestamp_ms=ts, hold_id=hold_id,
-                                              amount_minor=None))
-            else:
-                commands.append(c.ReleaseHold(command_id=cid, wallet_id=hw, timestamp_ms=ts, hold_id=hold_id))
-    return wallets, commands
+    return crash_mix(rng, COMMANDS, WALLETS, "cr")
 
 
 async def _send_at_rate(ledger: Ledger, commands: list[c.CommandBase], rng: random.Random) -> list[bytes]:
