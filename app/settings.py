@@ -142,6 +142,11 @@ class Settings:
     # Name of this processor worker in the group (stable across restarts, so its warm stores come back to
     # it); empty: `<hostname>-<worker --instance>`. Its stores live in state_dir/processor/<name>/.
     processor_member_name: str = ""
+    # With no processor_member_name: name this worker `slot-<k>` after the first slot k whose lock file
+    # (state_dir/processor/slot-<k>.lock) no live worker holds, and hold it while it runs. For replicas that
+    # share one state volume and get a new hostname when recreated (docker compose --scale): a replacement
+    # takes over a warm store folder instead of rebuilding from the log and leaving the old folder behind.
+    processor_claim_member_slot: bool = False
     # Members that keep a warm copy of each partition's store by tailing wallet.events (0: none). A takeover
     # by a warm standby replays the lag, not the partition's history.
     processor_standby_replicas: int = 1

@@ -13,10 +13,14 @@ store refuses does not fail the sinks either: it goes to the sink DLQ (agents/pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import gc
 import logging
 import signal
 import socket
+from pathlib import Path
+from typing import IO
 
 from prometheus_client import REGISTRY
 
@@ -55,35 +59,42 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
         return readiness[-1]
 
     processor = None
-    async with asyncio.TaskGroup() as group:
-        if "processor" in roles:
-            processor = await asyncio.to_thread(Processor, settings, member_name=member_name(settings, instance),
-                                                table_port=settings.worker_web_port + instance, registry=registry)
-            readiness.append(processor.ready)
-            group.create_task(processor.run(), name="processor")
-        if "sinks" in roles:
-            group.create_task(run_projection(settings, "mysql", await mysql_sink.create_writer(settings),
-                                             registry=registry, ready=ready_event()), name="mysql-sink")
-            group.create_task(run_projection(settings, "redis", await redis_sink.create_writer(settings),
-                                             registry=registry, ready=ready_event()), name="redis-sink")
-            group.create_task(monitor_replica_lag(settings), name="replica-lag")
-            # The sinks process also reports the last `wallet reconcile` verdict (one process, no duplicates).
-            REGISTRY.register(ReconcileResult(settings.state_dir / RESULT_FILE))
-            # ... and the age of the oldest transfer in transit, read from MySQL.
-            group.create_task(monitor_in_transit(settings), name="in-transit")
-            REGISTRY.register(metrics.transfer_in_transit_oldest_seconds)
-        if "web" in roles:
-            from web.app import serve
+    held = contextlib.ExitStack()  # a claimed member slot's lock, released when the roles end
+    with held:
+        async with asyncio.TaskGroup() as group:
+            if "processor" in roles:
+                name = member_name(settings, instance)
+                if settings.processor_claim_member_slot and not settings.processor_member_name:
+                    name, slot_lock = claim_member_slot(settings.state_dir)
+                    held.enter_context(slot_lock)
+                    log.info("member slot claimed", extra={"member": name})
+                processor = await asyncio.to_thread(Processor, settings, member_name=name,
+                                                    table_port=settings.worker_web_port + instance, registry=registry)
+                readiness.append(processor.ready)
+                group.create_task(processor.run(), name="processor")
+            if "sinks" in roles:
+                group.create_task(run_projection(settings, "mysql", await mysql_sink.create_writer(settings),
+                                                 registry=registry, ready=ready_event()), name="mysql-sink")
+                group.create_task(run_projection(settings, "redis", await redis_sink.create_writer(settings),
+                                                 registry=registry, ready=ready_event()), name="redis-sink")
+                group.create_task(monitor_replica_lag(settings), name="replica-lag")
+                # The sinks process also reports the last `wallet reconcile` verdict (one process, no duplicates).
+                REGISTRY.register(ReconcileResult(settings.state_dir / RESULT_FILE))
+                # ... and the age of the oldest transfer in transit, read from MySQL.
+                group.create_task(monitor_in_transit(settings), name="in-transit")
+                REGISTRY.register(metrics.transfer_in_transit_oldest_seconds)
+            if "web" in roles:
+                from web.app import serve
 
-            group.create_task(serve(settings, api_keys, ready_event(), registry), name="web")
-        if roles & {"processor", "sinks"}:
-            from agents import table_view
+                group.create_task(serve(settings, api_keys, ready_event(), registry), name="web")
+            if roles & {"processor", "sinks"}:
+                from agents import table_view
 
-            # Metrics for Prometheus, and the table reads the API routes strong reads to.
-            group.create_task(table_view.serve(settings, view_port(settings, roles, instance), processor),
-                              name="worker-view")
-        if ready is not None:
-            group.create_task(_signal_ready(readiness, ready), name="readiness")
+                # Metrics for Prometheus, and the table reads the API routes strong reads to.
+                group.create_task(table_view.serve(settings, view_port(settings, roles, instance), processor),
+                                  name="worker-view")
+            if ready is not None:
+                group.create_task(_signal_ready(readiness, ready), name="readiness")
 
 
 async def _signal_ready(events: list[asyncio.Event], ready: asyncio.Event) -> None:
@@ -105,6 +116,28 @@ def view_port(settings: Settings, roles: set[str], instance: int) -> int:
 def member_name(settings: Settings, instance: int) -> str:
     """This processor worker's name in the group: stable across restarts of the same slot."""
     return settings.processor_member_name or f"{socket.gethostname()}-{instance}"
+
+
+# Slots `claim_member_slot` tries: far more than partitions, since more workers than partitions sit idle.
+MEMBER_SLOTS_MAX = 1_000
+
+
+def claim_member_slot(state_dir: Path) -> tuple[str, IO[str]]:
+    """The name `slot-<k>` of the first slot k whose lock file under `state_dir/processor/` this process can
+    lock exclusively, and the open lock file: the slot is this process's until the file is closed or the
+    process ends (the kernel releases the lock then, even on SIGKILL). Workers sharing the folder never get the
+    same slot."""
+    folder = state_dir / "processor"
+    folder.mkdir(parents=True, exist_ok=True)
+    for slot in range(MEMBER_SLOTS_MAX):
+        handle = open(folder / f"slot-{slot}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return f"slot-{slot}", handle
+    raise WorkerFailed(f"every member slot 0-{MEMBER_SLOTS_MAX - 1} under {folder} is held by a live worker")
 
 
 def main(settings: Settings, roles: set[str], *, instance: int, api_keys=None,

@@ -338,6 +338,14 @@ def test_processor_sinks_and_web_run_in_services_of_their_own():
         "the sinks export the reconcile verdict written in the worker's state folder"
 
 
+def test_processor_replicas_sharing_the_state_volume_claim_member_slots():
+    # `--scale worker=N` replicas share worker-state and are renamed on every recreate: without slots each
+    # deploy would start every replica on a cold store folder of its new hostname.
+    settings = _wallet_settings("worker")
+    assert _mount_target("worker", "worker-state") == str(settings.state_dir)
+    assert settings.processor_claim_member_slot and not settings.processor_member_name
+
+
 def test_wallet_processes_listen_on_all_interfaces_so_other_containers_reach_them():
     for name in ROLE_SERVICES:
         assert _wallet_settings(name).http_host == "0.0.0.0", \

@@ -7,6 +7,7 @@ is the sum of what was applied to it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import urllib.request
@@ -147,3 +148,39 @@ async def test_a_paused_worker_is_fenced_and_nothing_applies_twice(settings):
     live.stop()
     zombie.stop()
     _assert_exactly_once(events, sent, wallets, rounds=4)
+
+
+async def test_replicas_sharing_a_state_folder_claim_distinct_slots_and_a_replacement_takes_a_warm_one(stack):
+    # docker compose --scale: replicas share one state volume and get a new hostname when recreated.
+    settings = prepare_topics(isolated_settings(stack, "slots", processor_standby_replicas=1))
+    env = {"WALLET_PROCESSOR_CLAIM_MEMBER_SLOT": "1"}
+    wallets = [new_id("sl") for _ in range(WALLETS)]
+    workers = [WorkerProcess(settings, ["processor"], instance=i, extra_env=env).start() for i in range(2)]
+    try:
+        names = [_claimed(worker) for worker in workers]
+        assert sorted(names) == ["slot-0", "slot-1"]
+        async with Ledger(settings) as ledger:
+            sent = _opens(wallets) + _deposits(wallets, 1)
+            await ledger.send(*sent)
+            await _all_decided(ledger, {cmd.command_id for cmd in sent})
+            gone = names.index("slot-0")
+            stores = sorted(p.name for p in (settings.state_dir / "processor" / "slot-0").iterdir())
+            assert stores, "slot-0 kept no store"
+            workers[gone].kill()
+            replacement = WorkerProcess(settings, ["processor"], instance=2, extra_env=env).start()
+            workers.append(replacement)
+            assert _claimed(replacement) == "slot-0"
+            more = _deposits(wallets, 2)
+            await ledger.send(*more)
+            events = await _all_decided(ledger, {cmd.command_id for cmd in sent + more})
+            _assert_exactly_once(events, sent + more, wallets, rounds=2)
+        assert sorted(p.name for p in (settings.state_dir / "processor").iterdir() if p.is_dir()) == \
+            ["slot-0", "slot-1"]
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def _claimed(worker: WorkerProcess) -> str:
+    line = next(line for line in worker.log_lines() if '"member slot claimed"' in line)
+    return json.loads(line)["member"]

@@ -39,3 +39,19 @@ def test_the_sink_dlq_is_never_replayed_into_the_event_log() -> None:
     with redirect_stderr(err):
         assert dlq.main(Settings(kafka_bootstrap="127.0.0.1:1"), "replay", sink=True) == 2
     assert "listed only" in err.getvalue()
+
+
+def test_member_slots_are_claimed_once_each_and_a_released_slot_is_taken_again(tmp_path):
+    # Replicas sharing one state volume (compose --scale) name themselves after the first free slot, so a
+    # replacement takes over a warm store folder; two live workers never share one.
+    from wallet.worker import claim_member_slot
+
+    first_name, first = claim_member_slot(tmp_path)
+    second_name, second = claim_member_slot(tmp_path)
+    assert (first_name, second_name) == ("slot-0", "slot-1")
+    first.close()  # the worker ended (the kernel releases the lock of a killed process the same way)
+    third_name, third = claim_member_slot(tmp_path)
+    assert third_name == "slot-0"
+    assert claim_member_slot(tmp_path)[0] == "slot-2"
+    second.close()
+    third.close()
