@@ -57,7 +57,7 @@ from agents.hold_expiry import HoldExpiry
 from agents.membership import Plan, assignor_for
 from agents.retention import RetentionSweep
 from agents.standby import StandbyTailer
-from agents.transactions import Send
+from agents.transactions import Send, use_transaction_retry_backoff
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
@@ -76,6 +76,7 @@ class Processor(PartitionHandover):
     def __init__(self, settings: Settings, *, member_name: str, table_port: int = 0,
                  registry: SchemaRegistry | None = None) -> None:
         self.settings = settings
+        use_transaction_retry_backoff(settings.transaction_retry_backoff_ms)
         self.member_name = member_name
         self.table_port = table_port
         self.limits = Limits(amount_max_major=settings.amount_max_major,
