@@ -162,10 +162,20 @@ class Processor(PartitionHandover):
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
         batch_wait_ms = self.settings.processor_batch_wait_ms
+        batch_fill_ms = self.settings.processor_batch_fill_ms
         batch_max = self.settings.processor_batch_size_max
+        busy = False  # the previous turn processed a batch
         while True:
             batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
             generation = self.generation
+            size = sum(len(records) for records in batch.values())
+            if busy and batch and size < batch_max and batch_fill_ms:
+                # After a batch, the poll returns what the consumer prefetched while that batch ran: only the
+                # records that had arrived when it began. The fetch this poll starts brings the rest within a
+                # round trip; without it they would wait one more whole batch (decide and commit).
+                for tp, records in (await consumer.getmany(timeout_ms=batch_fill_ms,
+                                                            max_records=batch_max - size)).items():
+                    batch.setdefault(tp, []).extend(records)
             # Schema ids first seen here are resolved off the loop; a registry that does not answer makes the
             # batch wait (with backoff), never sends a well-formed command to the DLQ.
             await self.commands.ensure(record.value for records in batch.values() for record in records)
@@ -179,7 +189,8 @@ class Processor(PartitionHandover):
                 # Processing them now would write their dead letters and forwards twice.
                 if generation != self.generation:
                     batch = {}
-                if batch or releases:
+                busy = bool(batch or releases)
+                if busy:
                     await self._process(batch, releases)
             report_lag(consumer, self._positions, {tp: records[-1].offset + 1 for tp, records in batch.items()})
 

@@ -25,6 +25,9 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
+# Limits where 0 means "none" (no wait).
+_NOT_NEGATIVE = ("processor_batch_fill_ms",)
+
 
 class SettingsError(FoundationError, ValueError):
     """A `WALLET_*` variable has a value that cannot be used.
@@ -114,6 +117,9 @@ class Settings:
     transaction_retry_backoff_ms: int = 5
     # Longest wait for a batch to fill before it is processed anyway.
     processor_batch_wait_ms: int = 20
+    # Once a poll returned records, the longest wait for the fetch it starts (the records that arrived while
+    # the previous batch ran), so they join this batch instead of waiting for the next one. 0: no wait.
+    processor_batch_fill_ms: int = 5
     # Longest time the broker holds a fetch open waiting for new committed data. aiokafka's default (500)
     # puts up to half a second on every hop of a command (command, transfer leg, projection).
     consumer_fetch_wait_max_ms: int = 20
@@ -192,6 +198,9 @@ class Settings:
             value = getattr(self, name)
             if not value > 0:  # also refuses NaN
                 raise SettingsError(f"WALLET_{name.upper()}={value!r} must be greater than zero")
+        for name in _NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"WALLET_{name.upper()}={getattr(self, name)!r} must not be negative")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -152,3 +152,10 @@ def test_processing_guarantee_takes_its_two_documented_values(guarantee: str) ->
 def test_unknown_processing_guarantee_raises_settings_error_naming_the_variable(raw: str) -> None:
     with pytest.raises(SettingsError, match="WALLET_PROCESSING_GUARANTEE"):
         Settings.from_env({"WALLET_PROCESSING_GUARANTEE": raw})
+
+
+@pytest.mark.parametrize("variable", ["WALLET_PROCESSOR_BATCH_FILL_MS"])
+def test_a_wait_that_may_be_zero_is_accepted_at_zero_and_refused_below(variable: str) -> None:
+    assert getattr(Settings.from_env({variable: "0"}), variable.removeprefix("WALLET_").lower()) == 0
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: "-1"})
