@@ -26,7 +26,7 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
 # Limits where 0 means "none" (no wait).
-_NOT_NEGATIVE = ("processor_batch_fill_ms",)
+_NOT_NEGATIVE = ("processor_batch_fill_ms", "command_publish_linger_ms")
 
 
 class SettingsError(FoundationError, ValueError):
@@ -180,6 +180,9 @@ class Settings:
     # Per-API-key rate limit (requests per second, sustained) and burst, kept in Redis.
     rate_limit_per_s: int = 200
     rate_limit_burst: int = 400
+    # How long the API's producer waits to batch commands before sending; 0: at once (while a send is in
+    # flight to the broker, the next commands batch up anyway).
+    command_publish_linger_ms: int = 0
     # Hold lifetime when a request names none, and the longest one accepted (30 days).
     hold_expires_in_s_default: int = 7 * 24 * 3600
     hold_expires_in_s_max: int = 30 * 24 * 3600

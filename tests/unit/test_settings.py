@@ -154,7 +154,7 @@ def test_unknown_processing_guarantee_raises_settings_error_naming_the_variable(
         Settings.from_env({"WALLET_PROCESSING_GUARANTEE": raw})
 
 
-@pytest.mark.parametrize("variable", ["WALLET_PROCESSOR_BATCH_FILL_MS"])
+@pytest.mark.parametrize("variable", ["WALLET_PROCESSOR_BATCH_FILL_MS", "WALLET_COMMAND_PUBLISH_LINGER_MS"])
 def test_a_wait_that_may_be_zero_is_accepted_at_zero_and_refused_below(variable: str) -> None:
     assert getattr(Settings.from_env({variable: "0"}), variable.removeprefix("WALLET_").lower()) == 0
     with pytest.raises(SettingsError, match=variable):
