@@ -14,6 +14,7 @@ from app.errors import FoundationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
+EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
 # Limits that only make sense above zero.
 _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
@@ -84,6 +85,10 @@ class Settings:
     # Replicas of every topic `wallet init` creates (1 on the local single broker; 3 in production).
     topic_replication_factor: int = 1
     log_level: str = "INFO"
+    # Event loop of `wallet worker` processes: "asyncio" (the standard library's) or "uvloop". uvloop cut the
+    # API's CPU per balance read by a quarter but halved the deposits a loaded box completed at 1,000/s
+    # (docs/BENCHMARKS.md, HTTP API, 2026-11-29), so it is not the default.
+    event_loop: str = "asyncio"
 
     # --- schema registry ---
     # Bound of one registry call; a slower answer counts as the registry being down (retried, never poison).
@@ -197,6 +202,8 @@ class Settings:
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
             raise SettingsError(f"WALLET_PROCESSING_GUARANTEE={self.processing_guarantee!r} is not one of "
                                 f"{sorted(PROCESSING_GUARANTEES)}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"WALLET_EVENT_LOOP={self.event_loop!r} is not one of {sorted(EVENT_LOOPS)}")
         for name in _POSITIVE:
             value = getattr(self, name)
             if not value > 0:  # also refuses NaN
