@@ -57,7 +57,7 @@ from agents.hold_expiry import HoldExpiry
 from agents.membership import Plan, assignor_for
 from agents.retention import RetentionSweep
 from agents.standby import StandbyTailer
-from agents.transactions import Send
+from agents.transactions import Send, use_transaction_retry_backoff
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
@@ -76,6 +76,7 @@ class Processor(PartitionHandover):
     def __init__(self, settings: Settings, *, member_name: str, table_port: int = 0,
                  registry: SchemaRegistry | None = None) -> None:
         self.settings = settings
+        use_transaction_retry_backoff(settings.transaction_retry_backoff_ms)
         self.member_name = member_name
         self.table_port = table_port
         self.limits = Limits(amount_max_major=settings.amount_max_major,
@@ -161,10 +162,20 @@ class Processor(PartitionHandover):
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
         batch_wait_ms = self.settings.processor_batch_wait_ms
+        batch_fill_ms = self.settings.processor_batch_fill_ms
         batch_max = self.settings.processor_batch_size_max
+        busy = False  # the previous turn processed a batch
         while True:
             batch = await consumer.getmany(timeout_ms=batch_wait_ms, max_records=batch_max)
             generation = self.generation
+            size = sum(len(records) for records in batch.values())
+            if busy and batch and size < batch_max and batch_fill_ms:
+                # After a batch, the poll returns what the consumer prefetched while that batch ran: only the
+                # records that had arrived when it began. The fetch this poll starts brings the rest within a
+                # round trip; without it they would wait one more whole batch (decide and commit).
+                for tp, records in (await consumer.getmany(timeout_ms=batch_fill_ms,
+                                                            max_records=batch_max - size)).items():
+                    batch.setdefault(tp, []).extend(records)
             # Schema ids first seen here are resolved off the loop; a registry that does not answer makes the
             # batch wait (with backoff), never sends a well-formed command to the DLQ.
             await self.commands.ensure(record.value for records in batch.values() for record in records)
@@ -178,7 +189,8 @@ class Processor(PartitionHandover):
                 # Processing them now would write their dead letters and forwards twice.
                 if generation != self.generation:
                     batch = {}
-                if batch or releases:
+                busy = bool(batch or releases)
+                if busy:
                     await self._process(batch, releases)
             report_lag(consumer, self._positions, {tp: records[-1].offset + 1 for tp, records in batch.items()})
 

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.producer import sender as aiokafka_sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,19 @@ class Send:
     value: bytes | None
     partition: int | None  # None: the key's murmur2 partition
     headers: list[tuple[str, bytes]]
+
+
+def use_transaction_retry_backoff(backoff_ms: int) -> None:
+    """Make aiokafka wait `backoff_ms` (not its fixed 20 ms) before retrying the first AddPartitionsToTxn of a
+    transaction that the broker answered CONCURRENT_TRANSACTIONS.
+
+    The broker answers that while it still writes the previous transaction's commit markers (KAFKA-5477), so
+    nearly every transaction of a busy partition meets it once. aiokafka applies the producer's
+    `retry_backoff_ms` (Settings.transaction_retry_backoff_ms) to every other retry, but this one case uses
+    the module constant `BACKOFF_OVERRIDE` (aiokafka 0.14, producer/sender.py). Process-wide: only the
+    processor's transactional producers can meet it.
+    """
+    aiokafka_sender.BACKOFF_OVERRIDE = backoff_ms / 1000
 
 
 class AtLeastOnce:

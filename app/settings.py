@@ -14,6 +14,7 @@ from app.errors import FoundationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
+EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
 # Limits that only make sense above zero.
 _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
@@ -24,6 +25,9 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "processor_max_poll_interval_ms", "processor_workers",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
+
+# Limits where 0 means "none" (no wait).
+_NOT_NEGATIVE = ("processor_batch_fill_ms", "command_publish_linger_ms")
 
 
 class SettingsError(FoundationError, ValueError):
@@ -81,6 +85,10 @@ class Settings:
     # Replicas of every topic `wallet init` creates (1 on the local single broker; 3 in production).
     topic_replication_factor: int = 1
     log_level: str = "INFO"
+    # Event loop of `wallet worker` processes: "asyncio" (the standard library's) or "uvloop". uvloop cut the
+    # API's CPU per balance read by a quarter but halved the deposits a loaded box completed at 1,000/s
+    # (docs/BENCHMARKS.md, HTTP API, 2026-11-29), so it is not the default.
+    event_loop: str = "asyncio"
 
     # --- schema registry ---
     # Bound of one registry call; a slower answer counts as the registry being down (retried, never poison).
@@ -114,6 +122,9 @@ class Settings:
     transaction_retry_backoff_ms: int = 5
     # Longest wait for a batch to fill before it is processed anyway.
     processor_batch_wait_ms: int = 20
+    # Once a poll returned records, the longest wait for the fetch it starts (the records that arrived while
+    # the previous batch ran), so they join this batch instead of waiting for the next one. 0: no wait.
+    processor_batch_fill_ms: int = 5
     # Longest time the broker holds a fetch open waiting for new committed data. aiokafka's default (500)
     # puts up to half a second on every hop of a command (command, transfer leg, projection).
     consumer_fetch_wait_max_ms: int = 20
@@ -174,6 +185,9 @@ class Settings:
     # Per-API-key rate limit (requests per second, sustained) and burst, kept in Redis.
     rate_limit_per_s: int = 200
     rate_limit_burst: int = 400
+    # How long the API's producer waits to batch commands before sending; 0: at once (while a send is in
+    # flight to the broker, the next commands batch up anyway).
+    command_publish_linger_ms: int = 0
     # Hold lifetime when a request names none, and the longest one accepted (30 days).
     hold_expires_in_s_default: int = 7 * 24 * 3600
     hold_expires_in_s_max: int = 30 * 24 * 3600
@@ -188,10 +202,15 @@ class Settings:
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
             raise SettingsError(f"WALLET_PROCESSING_GUARANTEE={self.processing_guarantee!r} is not one of "
                                 f"{sorted(PROCESSING_GUARANTEES)}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"WALLET_EVENT_LOOP={self.event_loop!r} is not one of {sorted(EVENT_LOOPS)}")
         for name in _POSITIVE:
             value = getattr(self, name)
             if not value > 0:  # also refuses NaN
                 raise SettingsError(f"WALLET_{name.upper()}={value!r} must be greater than zero")
+        for name in _NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"WALLET_{name.upper()}={getattr(self, name)!r} must not be negative")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from app.settings import REPO_ROOT, Settings
+from bench import latency_trace
 from bench.processes import stop as stop_processes
 from wallet import isolation
 
@@ -85,10 +86,14 @@ class _CpuMeter:
         return {name: round(used_s / wall_s, 2) for name, used_s in self.used_s().items()}
 
 
-def _spawn(argv: list[str], settings: Settings, log_path: Path) -> subprocess.Popen:
+def _spawn(argv: list[str], settings: Settings, log_path: Path, trace_file: Path | None = None) -> subprocess.Popen:
+    """`python -m argv...`; with `trace_file`, through bench/latency_trace.py's timers, written to that file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    trace_env = {}
+    if trace_file is not None:
+        argv, trace_env = ["bench.latency_trace", *argv], {latency_trace.TRACE_FILE_ENV: str(trace_file)}
     return subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO_ROOT,
-                            env={**os.environ, **settings.to_env(), **RATE_LIMIT_ENV},
+                            env={**os.environ, **settings.to_env(), **RATE_LIMIT_ENV, **trace_env},
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -267,10 +272,13 @@ def _measure_reads(settings: Settings, script: Path, api_url: str, mysql_url: st
 # ---------------------------------------------------------------- commands (open loop)
 
 
-def _measure_commands(settings: Settings, base_url: str, ids_file: Path, rate_per_s: int, seconds: float) -> dict:
+def _measure_commands(settings: Settings, base_url: str, ids_file: Path, rate_per_s: int, seconds: float,
+                      trace_dir: Path | None) -> dict:
     argv = [sys.executable, "-m", "bench.open_loop_client", "--url", base_url, "--key", API_KEY,
             "--ids-file", str(ids_file), "--rate", str(rate_per_s), "--seconds", str(seconds),
             "--warmup-s", str(COMMAND_WARMUP_S)]
+    if trace_dir is not None:
+        argv += ["--trace-file", str(trace_dir / "client.jsonl")]
     out = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=REPO_ROOT,
                          timeout=seconds + COMMAND_CLIENT_TIMEOUT_S).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -318,7 +326,7 @@ def _bucket_quantile_ms(before: dict[float, float], after: dict[float, float], f
 
 def run(base: Settings, wallets: int, connections: int, read_seconds: float, warmup_s: float,
         command_rate_per_s: int, command_seconds: float, skip_commands: bool, profile_dir: Path | None,
-        keep: bool = False) -> dict:
+        keep: bool = False, trace_dir: Path | None = None) -> dict:
     """One run in a namespace of its own, removed afterwards unless `keep` (its state folder, with the
     processes' logs, is kept when the run fails)."""
     if shutil.which("wrk") is None:
@@ -329,8 +337,10 @@ def run(base: Settings, wallets: int, connections: int, read_seconds: float, war
     try:
         settings = isolation.claim_redis_database(isolation.with_database(isolation.prepare_topics(settings)))
         result = _run(settings, wallets, connections, read_seconds, warmup_s, command_rate_per_s, command_seconds,
-                      skip_commands, profile_dir)
+                      skip_commands, profile_dir, trace_dir)
         finished = True
+        if trace_dir is not None and not skip_commands:
+            result["command_breakdown"] = latency_trace.breakdown(trace_dir)
     finally:
         if keep:
             print(f"bench: kept namespace {settings.app_id}: {settings.mysql_dsn}, {settings.redis_url}, "
@@ -341,7 +351,8 @@ def run(base: Settings, wallets: int, connections: int, read_seconds: float, war
 
 
 def _run(settings: Settings, wallets: int, connections: int, read_seconds: float, warmup_s: float,
-         command_rate_per_s: int, command_seconds: float, skip_commands: bool, profile_dir: Path | None) -> dict:
+         command_rate_per_s: int, command_seconds: float, skip_commands: bool, profile_dir: Path | None,
+         trace_dir: Path | None) -> dict:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     run_tag = settings.app_id.rsplit("-", 1)[-1]
     wallet_ids = [f"hb-{run_tag}-{i:05d}" for i in range(wallets)]
@@ -353,9 +364,10 @@ def _run(settings: Settings, wallets: int, connections: int, read_seconds: float
     logs = {name: settings.state_dir / f"{name}.log" for name in ("worker", "web", "mysql-balance-server")}
     procs: dict[str, subprocess.Popen] = {}
     try:
+        traces = {name: trace_dir / f"{name}.jsonl" if trace_dir else None for name in ("worker", "web")}
         procs["worker"] = _spawn(["wallet.cli", "worker", "--role", "processor", "--role", "sinks"], settings,
-                                 logs["worker"])
-        procs["web"] = _spawn(["wallet.cli", "worker", "--role", "web"], settings, logs["web"])
+                                 logs["worker"], traces["worker"])
+        procs["web"] = _spawn(["wallet.cli", "worker", "--role", "web"], settings, logs["web"], traces["web"])
         procs["mysql-balance-server"] = _spawn(["bench.mysql_balance_server", "--port", str(baseline_port)],
                                                settings, logs["mysql-balance-server"])
         api_base = f"http://{settings.http_host}:{settings.http_port}"
@@ -369,9 +381,10 @@ def _run(settings: Settings, wallets: int, connections: int, read_seconds: float
         sample = f"/v1/wallets/{wallet_ids[0]}/balance"
         result = {"mode": f"{wallets} wallets, wrk {WRK_THREADS} thread {connections} connections, "
                           f"{settings.partitions} partitions", "wallets": wallets,
-                  "setup_s": round(setup_s, 1),
-                  **_measure_reads(settings, script, f"{api_base}{sample}", f"{baseline_base}{sample}",
-                                   connections, read_seconds, warmup_s, procs, profile_dir)}
+                  "setup_s": round(setup_s, 1)}
+        if read_seconds > 0:
+            result.update(_measure_reads(settings, script, f"{api_base}{sample}", f"{baseline_base}{sample}",
+                                         connections, read_seconds, warmup_s, procs, profile_dir))
         if not skip_commands:
             profilers = []
             if profile_dir:
@@ -380,7 +393,8 @@ def _run(settings: Settings, wallets: int, connections: int, read_seconds: float
             wait_before, unchecked_before = _scrape(f"{api_base}/metrics")
             meter = _CpuMeter({name: procs[name] for name in ("web", "worker")})
             meter.start()
-            result.update(_measure_commands(settings, api_base, ids_file, command_rate_per_s, command_seconds))
+            result.update(_measure_commands(settings, api_base, ids_file, command_rate_per_s, command_seconds,
+                                            trace_dir))
             result.update({f"command_{name}_cores": cores for name, cores in meter.cores().items()})
             sent = command_rate_per_s * (COMMAND_WARMUP_S + command_seconds)
             result["command_web_cpu_us_per_command"] = round(meter.used_s()["web"] * 1e6 / sent)
@@ -433,7 +447,7 @@ def main(argv: list[str], base: Settings) -> int:
     parser = argparse.ArgumentParser(prog="wallet bench http")
     parser.add_argument("--wallets", type=int, default=1_000, help="wallets opened, funded and read in turn")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections for the balance reads")
-    parser.add_argument("--read-seconds", type=float, default=15.0, help="measured duration of each read run")
+    parser.add_argument("--read-seconds", type=float, default=15.0, help="measured duration of each read run (0: no reads)")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="warm-up before each read run, discarded")
     parser.add_argument("--command-rate", type=int, default=1_000, help="deposits per second, open loop")
     parser.add_argument("--command-seconds", type=float, default=20.0, help="measured duration of the deposits")
@@ -442,18 +456,28 @@ def main(argv: list[str], base: Settings) -> int:
                         help="py-spy the API process during the measured runs; folded stacks into this folder")
     parser.add_argument("--keep", action="store_true",
                         help="leave the namespace (topics, database, Redis database, state and logs) for inspection")
+    parser.add_argument("--trace-dir", type=Path, default=None,
+                        help="time every deposit through the client, API and processor (bench/latency_trace.py); "
+                             "adds command_breakdown; the timers cost some CPU, so measure without it")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     if args.profile_dir:
         if _py_spy() is None:
             raise SystemExit("--profile-dir needs py-spy: .venv/bin/pip install py-spy (not a project dependency)")
         args.profile_dir.mkdir(parents=True, exist_ok=True)
+    if args.trace_dir:
+        args.trace_dir = args.trace_dir.resolve()
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
+        for old in args.trace_dir.glob("*.jsonl"):
+            old.unlink()
     from ops.local import stack
 
     stack.up(base)
     result = run(base, args.wallets, args.connections, args.read_seconds, args.warmup_s, args.command_rate,
-                 args.command_seconds, args.no_commands, args.profile_dir, keep=args.keep)
+                 args.command_seconds, args.no_commands, args.profile_dir, keep=args.keep, trace_dir=args.trace_dir)
     _print(result)
+    if "command_breakdown" in result:
+        latency_trace.print_breakdown(result["command_breakdown"])
     if args.json:
         print(json.dumps(result))
     return 0

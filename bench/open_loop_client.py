@@ -41,9 +41,11 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def run(url: str, key: str, wallet_ids: list[str], rate_per_s: int, seconds: float,
-              warmup_s: float) -> dict:
-    """Deposits at `rate_per_s` for `warmup_s` (not counted) then `seconds`; latencies in ms."""
+              warmup_s: float, trace: list[dict] | None = None) -> dict:
+    """Deposits at `rate_per_s` for `warmup_s` (not counted) then `seconds`; latencies in ms. With `trace`, one
+    dict per request is appended to it: Idempotency-Key, due, sent and done times (wall clock, s)."""
     loop = asyncio.get_running_loop()
+    wall_offset_s = time.time() - loop.time()
     run_id = uuid.uuid4().hex[:8]
     headers = {"Authorization": f"Bearer {key}"}
     slots = asyncio.Semaphore(IN_FLIGHT_MAX)
@@ -56,11 +58,13 @@ async def run(url: str, key: str, wallet_ids: list[str], rate_per_s: int, second
     async def one(session: aiohttp.ClientSession, i: int, due: float) -> None:
         nonlocal send_lag_max_s, last_done
         async with slots:
-            send_lag_max_s = max(send_lag_max_s, loop.time() - due)
+            sent = loop.time()
+            send_lag_max_s = max(send_lag_max_s, sent - due)
             wallet_id = wallet_ids[i % len(wallet_ids)]
+            idempotency_key = f"hb-{run_id}-{i}"
             try:
                 async with session.post(f"{url}/v1/wallets/{wallet_id}/deposits", json=DEPOSIT_BODY,
-                                        headers={**headers, "Idempotency-Key": f"hb-{run_id}-{i}"}) as resp:
+                                        headers={**headers, "Idempotency-Key": idempotency_key}) as resp:
                     await resp.read()
                     status = str(resp.status)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -70,6 +74,10 @@ async def run(url: str, key: str, wallet_ids: list[str], rate_per_s: int, second
             latencies_ms.append((done - due) * 1000)
             statuses[status] += 1
             last_done = max(last_done, done)
+        if trace is not None:
+            trace.append({"kind": "client", "ikey": idempotency_key, "due": due + wall_offset_s,
+                          "sent": sent + wall_offset_s, "done": done + wall_offset_s, "status": status,
+                          "counted": i >= counted_from})
 
     total = int((warmup_s + seconds) * rate_per_s)
     connector = aiohttp.TCPConnector(limit=CONNECTIONS_MAX)
@@ -102,11 +110,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000, help="deposits per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured duration")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="duration before it, not counted")
+    parser.add_argument("--trace-file", default=None,
+                        help="JSON lines, one per request: due, sent, done (bench/latency_trace.py joins them)")
     args = parser.parse_args()
     with open(args.ids_file) as fh:
         wallet_ids = [line.strip() for line in fh if line.strip()]
     t0, cpu0 = time.monotonic(), time.process_time()
-    result = asyncio.run(run(args.url, args.key, wallet_ids, args.rate, args.seconds, args.warmup_s))
+    trace = [] if args.trace_file else None
+    result = asyncio.run(run(args.url, args.key, wallet_ids, args.rate, args.seconds, args.warmup_s, trace))
+    if trace is not None:
+        with open(args.trace_file, "w") as fh:
+            fh.writelines(json.dumps(line) + "\n" for line in trace)
     result["wall_s"] = time.monotonic() - t0
     # Cores this client kept busy: near 1.0 would mean the load generator, not the server, set the pace.
     result["client_cores"] = (time.process_time() - cpu0) / result["wall_s"]

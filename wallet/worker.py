@@ -155,7 +155,8 @@ def main(settings: Settings, roles: set[str], *, instance: int, api_keys=None,
         await run_worker(settings, roles, instance=instance, api_keys=api_keys, ready=ready)
 
     try:
-        asyncio.run(runner())
+        with asyncio.Runner(loop_factory=event_loop_factory(settings)) as loop_runner:
+            loop_runner.run(runner())
     except asyncio.CancelledError:
         log.info("worker stopped by signal")
         return 0
@@ -167,6 +168,15 @@ def main(settings: Settings, roles: set[str], *, instance: int, api_keys=None,
         log.critical("worker failed; exiting", exc_info=True)
         return 1
     return 0
+
+
+def event_loop_factory(settings: Settings):
+    """The event loop of a worker process: uvloop (libuv; sockets, timers and callbacks in C) or asyncio's own."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None  # asyncio's default loop
 
 
 async def _call_when(event: asyncio.Event, callback) -> None:

@@ -77,7 +77,8 @@ class CommandGateway:
         self.listening: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(**producer_options(self.settings))
+        self._producer = AIOKafkaProducer(**producer_options(self.settings,
+                                                              linger_ms=self.settings.command_publish_linger_ms))
         self._consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
         await self._producer.start()
         await self._consumer.start()

@@ -10,9 +10,11 @@ that does not charge only does the Redis work asked. When the request is allowed
 One call per request keeps a balance read at one Redis round trip. (The keys of one call must live on
 one Redis node; with Redis Cluster they would need a common hash tag.)
 
-Calls are auto-pipelined: the calls made in one turn of the event loop go to Redis as one pipeline, so
-a busy web process pays the client's per-call cost (connection checkout, retries, framing) once per
-batch instead of once per request.
+Calls are auto-pipelined: the calls made in one turn of the event loop go to Redis as one write on one
+connection of the limiter's own (`GateConnection`: RESP framed by hand, replies parsed by hiredis), so a busy
+web process pays neither redis-py's per-call cost (connection checkout, pipeline object, argument encoding)
+nor a round trip per request. The limiter takes its address, password and database from the app's redis-py
+client; every other Redis call of the API goes through that client.
 """
 
 from __future__ import annotations
@@ -20,16 +22,23 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
+import hiredis
 from prometheus_client import Counter
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError, ResponseError
 
 RATE_KEY_PREFIX = "ratelimit:"
 # Bound of the Redis call; past it the request is let through (the limit fails open, see `RateLimiter.pass_`).
 RATE_LIMIT_TIMEOUT_S = 0.5
 # Most gate calls sent to Redis in one pipeline.
 GATE_PIPELINE_SIZE_MAX = 256
+# Bound of connecting the gate's connection (and of its AUTH, SELECT and SCRIPT LOAD).
+GATE_CONNECT_TIMEOUT_S = 2.0
+# A gate connection whose oldest unanswered pipeline is older than this is dropped (its callers already
+# gave up after RATE_LIMIT_TIMEOUT_S); the next call connects again. Bounds what waits on a stuck Redis.
+GATE_STALL_S = 4 * RATE_LIMIT_TIMEOUT_S
 
 # KEYS: rate counter, wallet hash ("" = none), claim key ("" = none).
 # ARGV: now (µs), emission interval (µs), burst (requests), claim value, claim ttl (s), charge ("1" or "0").
@@ -71,6 +80,78 @@ class Passage:
     claim_owner: str | None = None  # who holds the claim asked for
 
 
+def _command(*args: object) -> bytes:
+    """One Redis command in RESP (an array of bulk strings)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class GateConnection(asyncio.Protocol):
+    """One connection to Redis for the gate's pipelines: each `send` writes a pipeline of commands and gets a
+    future of their replies, in order (Redis answers a connection's commands in the order they came).
+
+    A reply that is an error comes back as a `ResponseError` in the list. A lost or stalled connection fails
+    every pipeline waiting on it with ConnectionError; `closed` is then True and the limiter connects anew.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._reader = hiredis.Reader(encoding="utf-8")
+        self._waiting: deque[tuple[int, list, asyncio.Future, float]] = deque()  # count, replies, future, sent at
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while (reply := self._reader.gets()) is not False:
+                count, replies, future, _ = self._waiting[0]
+                replies.append(ResponseError(str(reply)) if isinstance(reply, hiredis.ReplyError) else reply)
+                if len(replies) == count:
+                    self._waiting.popleft()
+                    if not future.done():
+                        future.set_result(replies)
+        except (hiredis.ProtocolError, IndexError) as exc:  # not RESP, or a reply nobody asked for
+            self._fail(ConnectionError(f"redis sent what the gate cannot read: {exc!r}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"redis connection lost: {exc!r}"))
+
+    def _fail(self, error: Exception) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+        while self._waiting:
+            future = self._waiting.popleft()[2]
+            if not future.done():
+                future.set_exception(error)
+
+    def send(self, commands: list[bytes]) -> asyncio.Future:
+        """Write `commands` as one pipeline; the future gets their replies in order."""
+        future = asyncio.get_running_loop().create_future()
+        now = time.monotonic()
+        if self.closed:
+            future.set_exception(ConnectionError("redis connection closed"))
+            return future
+        if self._waiting and now - self._waiting[0][3] > GATE_STALL_S:
+            self._fail(ConnectionError(f"redis left a pipeline unanswered for {GATE_STALL_S} s"))
+            future.set_exception(ConnectionError("redis connection dropped: stalled"))
+            return future
+        self._waiting.append((len(commands), [], future, now))
+        self._transport.write(b"".join(commands))
+        return future
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+
 class RateLimiter:
     def __init__(self, client, per_s: int, burst: int) -> None:
         self._client = client
@@ -79,6 +160,43 @@ class RateLimiter:
         self._burst = burst
         self._queued: list[tuple[list[str], list[object], asyncio.Future]] = []
         self._flushes: set[asyncio.Task] = set()
+        self._connection: GateConnection | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _connected(self) -> GateConnection:
+        """The gate's connection, (re)connected with the client's address, password and database."""
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        async with self._connecting:
+            if self._connection is None or self._connection.closed:
+                self._connection = await asyncio.wait_for(self._connect(), GATE_CONNECT_TIMEOUT_S)
+        return self._connection
+
+    async def _connect(self) -> GateConnection:
+        options = self._client.connection_pool.connection_kwargs
+        loop = asyncio.get_running_loop()
+        if options.get("path"):
+            _, connection = await loop.create_unix_connection(GateConnection, options["path"])
+        else:
+            _, connection = await loop.create_connection(GateConnection, options.get("host", "localhost"),
+                                                         options.get("port", 6379))
+        setup = []
+        if options.get("password"):
+            setup.append(_command("AUTH", *filter(None, [options.get("username"), options["password"]])))
+        if options.get("db"):
+            setup.append(_command("SELECT", options["db"]))
+        setup.append(_command("SCRIPT", "LOAD", _GATE))
+        replies = await connection.send(setup)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                connection.close()
+                raise reply
+        self._sha = replies[-1]
+        return connection
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
 
     async def _call(self, keys: list[str], args: list[object]):
         future = asyncio.get_running_loop().create_future()
@@ -96,11 +214,13 @@ class RateLimiter:
 
     async def _flush(self, batch: list[tuple[list[str], list[object], asyncio.Future]]) -> None:
         try:
-            if self._sha is None:
-                self._sha = await self._client.script_load(_GATE)
             results = await self._pipeline(batch)
-            if any(isinstance(result, NoScriptError) for result in results):  # Redis lost its script cache
-                self._sha = await self._client.script_load(_GATE)
+            if any(isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT") for result in results):
+                # Redis lost its script cache (a restart, SCRIPT FLUSH): load it again, send the batch again.
+                replies = await (await self._connected()).send([_command("SCRIPT", "LOAD", _GATE)])
+                if isinstance(replies[0], Exception):
+                    raise replies[0]
+                self._sha = replies[0]
                 results = await self._pipeline(batch)
         except Exception as exc:  # every waiter gets the failure (RedisError, OSError: fail open)
             results = [exc] * len(batch)
@@ -113,10 +233,9 @@ class RateLimiter:
                 future.set_result(result)
 
     async def _pipeline(self, batch) -> list:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+        connection = await self._connected()
+        return await connection.send([_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                                      for keys, args, _ in batch])
 
     async def pass_(self, key_id: str, *, charge: bool = True, wallet_key: str = "", claim_key: str = "",
                     claim_value: str = "", claim_ttl_s: int = 0) -> Passage:

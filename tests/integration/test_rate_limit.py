@@ -81,3 +81,18 @@ async def test_a_call_that_does_not_charge_claims_and_reads_without_spending_the
     assert (await limiter.pass_(key)).retry_after_s == 0, "the uncharged calls left the second request"
     assert (await limiter.pass_(key)).retry_after_s >= 1
     assert await limiter.pass_(key, charge=False) == Passage(), "nothing to do: no round trip, nothing refused"
+
+
+async def test_the_gate_connects_again_after_redis_dropped_its_connection(redis_client):
+    limiter = RateLimiter(redis_client, per_s=1000, burst=1000)
+    assert (await limiter.pass_(_key())).redis_ok
+    host, port = limiter._connection._transport.get_extra_info("sockname")[:2]
+    # Only this limiter's connection: the stack's Redis serves other tests and benchmarks.
+    await redis_client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+    deadline = asyncio.get_running_loop().time() + 10
+    # A call written before the close is noticed fails open (counted, let through); a later one reconnects.
+    while not (passage := await limiter.pass_(_key(), wallet_key=f"wallet:{_key()}")).redis_ok:
+        assert asyncio.get_running_loop().time() < deadline, "the gate never connected again"
+        await asyncio.sleep(0.05)
+    assert passage.wallet == {} and passage.retry_after_s == 0
+    await limiter.aclose()

@@ -152,3 +152,21 @@ def test_processing_guarantee_takes_its_two_documented_values(guarantee: str) ->
 def test_unknown_processing_guarantee_raises_settings_error_naming_the_variable(raw: str) -> None:
     with pytest.raises(SettingsError, match="WALLET_PROCESSING_GUARANTEE"):
         Settings.from_env({"WALLET_PROCESSING_GUARANTEE": raw})
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_event_loop_takes_its_two_documented_values(loop: str) -> None:
+    assert Settings.from_env({"WALLET_EVENT_LOOP": loop}).event_loop == loop
+
+
+@pytest.mark.parametrize("raw", ["UVLOOP", "libuv", "", "trio"])
+def test_unknown_event_loop_raises_settings_error_naming_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="WALLET_EVENT_LOOP"):
+        Settings.from_env({"WALLET_EVENT_LOOP": raw})
+
+
+@pytest.mark.parametrize("variable", ["WALLET_PROCESSOR_BATCH_FILL_MS", "WALLET_COMMAND_PUBLISH_LINGER_MS"])
+def test_a_wait_that_may_be_zero_is_accepted_at_zero_and_refused_below(variable: str) -> None:
+    assert getattr(Settings.from_env({variable: "0"}), variable.removeprefix("WALLET_").lower()) == 0
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: "-1"})

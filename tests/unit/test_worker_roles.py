@@ -55,3 +55,16 @@ def test_member_slots_are_claimed_once_each_and_a_released_slot_is_taken_again(t
     assert claim_member_slot(tmp_path)[0] == "slot-2"
     second.close()
     third.close()
+
+
+def test_a_worker_runs_on_the_standard_loop_unless_settings_ask_for_uvloop() -> None:
+    import asyncio
+
+    import uvloop
+
+    from wallet.worker import event_loop_factory
+
+    with asyncio.Runner(loop_factory=event_loop_factory(Settings())) as runner:
+        assert not isinstance(runner.get_loop(), uvloop.Loop)
+    with asyncio.Runner(loop_factory=event_loop_factory(Settings(event_loop="uvloop"))) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
