@@ -6,14 +6,15 @@ domain core and the worker must stop instead of recording a wrong outcome.
 
 from __future__ import annotations
 
+import re
+
 from app.domain.errors import InvariantViolation
 from app.domain.events import EventBase, is_applied
 from app.domain.hashing import GENESIS_HASH
 from app.domain.money import AMOUNT_MINOR_MAX, is_known_currency
 from app.domain.state import STATUS_CLOSED, WALLET_STATUSES, WalletState
 
-_HEX_DIGITS = frozenset("0123456789abcdef")
-_HASH_LENGTH_HEX = 64  # sha256 is 32 bytes
+_HASH_RE = re.compile(r"[0-9a-f]{64}")  # sha256 (32 bytes) as lowercase hex
 
 
 def _is_long(value: object) -> bool:
@@ -22,7 +23,7 @@ def _is_long(value: object) -> bool:
 
 
 def _is_hash(value: object) -> bool:
-    return isinstance(value, str) and len(value) == _HASH_LENGTH_HEX and set(value) <= _HEX_DIGITS
+    return isinstance(value, str) and _HASH_RE.fullmatch(value) is not None
 
 
 def check_wallet(state: WalletState) -> None:
@@ -40,9 +41,10 @@ def check_wallet(state: WalletState) -> None:
         raise InvariantViolation(f"{wallet}: unknown currency {state.currency!r}")
     if type(state.version) is not int or state.version < 1:
         raise InvariantViolation(f"{wallet}: version {state.version!r} is not a positive int")
-    for name in ("balance_minor", "held_minor", "overdraft_limit_minor"):
-        if not _is_long(getattr(state, name)):
-            raise InvariantViolation(f"{wallet}: {name} = {getattr(state, name)!r} is not an Avro long")
+    if not (_is_long(state.balance_minor) and _is_long(state.held_minor) and _is_long(state.overdraft_limit_minor)):
+        for name in ("balance_minor", "held_minor", "overdraft_limit_minor"):
+            if not _is_long(getattr(state, name)):
+                raise InvariantViolation(f"{wallet}: {name} = {getattr(state, name)!r} is not an Avro long")
     if state.overdraft_limit_minor < 0:
         raise InvariantViolation(f"{wallet}: negative overdraft limit {state.overdraft_limit_minor}")
     previous_hold_id: str | None = None
@@ -52,7 +54,7 @@ def check_wallet(state: WalletState) -> None:
         if previous_hold_id is not None and not previous_hold_id < hold.hold_id:
             raise InvariantViolation(f"{wallet}: holds not unique and sorted by hold_id at {hold.hold_id!r}")
         previous_hold_id = hold.hold_id
-    holds_sum_minor = sum(hold.amount_minor for hold in state.holds)
+    holds_sum_minor = sum([hold.amount_minor for hold in state.holds]) if state.holds else 0
     if state.held_minor != holds_sum_minor:
         raise InvariantViolation(f"{wallet}: held {state.held_minor} != sum of open holds {holds_sum_minor}")
     if state.available_minor < 0:
