@@ -162,6 +162,8 @@ class PartitionStore:
         if after is None or after is before:
             return
         self.changes.wallets[after.wallet_id] = after
+        if before is not None and after.holds is before.holds:
+            return  # the holds did not change (evolve keeps the same tuple): nothing to index
         before_holds = {h.hold_id: h for h in before.holds} if before is not None else {}
         after_holds = {h.hold_id for h in after.holds}
         for hold in after.holds:
