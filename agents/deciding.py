@@ -71,7 +71,7 @@ def young_collections(settings: Settings) -> None:
     """Collect the young generation every `processor_gc_young_objects_max` allocations (for this process).
 
     Deciding allocates a few dozen short-lived objects per command; at Python's default threshold (700) the
-    collector ran every few commands and, every hundredth run, scanned the whole decoded-state cache.
+    collector ran every few commands and, at most every hundredth run, scanned the whole decoded-state cache.
     The older generations keep their default ratios.
     """
     _, middle, old = gc.get_threshold()

@@ -127,7 +127,8 @@ class Settings:
     processor_batch_fill_ms: int = 5
     # Allocations (net of frees) between two young-generation garbage collections in a processor process.
     # Python's 700 ran a collection every few commands, and through them full scans of the decoded-state
-    # cache: a sixth of the processor's CPU. Few of its objects form cycles; 50,000 bounds what waits.
+    # cache: 12-18% of the decide path's time (docs/BENCHMARKS.md). Few of its objects form cycles; 50,000
+    # bounds what waits for the next collection.
     processor_gc_young_objects_max: int = 50_000
     # Longest time the broker holds a fetch open waiting for new committed data. aiokafka's default (500)
     # puts up to half a second on every hop of a command (command, transfer leg, projection).
