@@ -49,7 +49,7 @@ from app.replies import REPLY_CONFLICT, REPLY_DECIDED, REPLY_DUPLICATE, REPLY_IN
 from app.kafka import RecordBatches, consumer_options, partition_for, producer_options
 from app.settings import Settings
 from app.topics import check_partitions
-from agents.deciding import decide_command
+from agents.deciding import decide_command, young_collections
 from agents.dead_letters import dead_letter, reply
 from agents.gauges import publish_gauges, report_lag
 from agents.handover import PartitionHandover, Rebalance, open_local_stores
@@ -126,6 +126,7 @@ class Processor(PartitionHandover):
 
     async def run(self) -> None:
         """Process until cancelled; any fault propagates (the worker exits non-zero)."""
+        young_collections(self.settings)
         metrics.processor_partitions_total.set(await asyncio.to_thread(check_partitions, self.settings))
         self.local.update(await asyncio.to_thread(open_local_stores, self.state_root, self.settings.partitions))
         assignor = assignor_for(self.member_info, self._on_plan, self.settings.processor_standby_replicas)

@@ -20,6 +20,7 @@ import dataclasses
 import io
 import json
 import logging
+import operator
 import struct
 import threading
 import time
@@ -382,20 +383,33 @@ class _Codec:
             name: tuple(f.name for f in dataclasses.fields(cls) if f.name not in envelope)
             for name, cls in self.types.items()
         }
+        # Per kind: its union branch name, its body field names and one C call that reads them off an object.
+        self._branches = {cls: (f"{NAMESPACE}.{name}", self._body_fields[name],
+                                operator.attrgetter(*self._body_fields[name]) if self._body_fields[name] else None)
+                          for name, cls in self.types.items()}
+        self._envelope_of = operator.attrgetter(*envelope)
+        self._types_by_branch = {f"{NAMESPACE}.{name}": cls for name, cls in self.types.items()}
         self.registry = registry
         self.subject = subject
         self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
 
     def to_record(self, obj: Any) -> dict[str, Any]:
-        name = type(obj).__name__
-        record = {field: getattr(obj, field) for field in self.envelope}
-        record["body"] = (f"{NAMESPACE}.{name}", {f: getattr(obj, f) for f in self._body_fields[name]})
+        branch, names, values_of = self._branches[type(obj)]
+        record = dict(zip(self.envelope, self._envelope_of(obj)))
+        if values_of is None:
+            record["body"] = (branch, {})
+        elif len(names) == 1:  # attrgetter of one name returns the value, not a tuple
+            record["body"] = (branch, {names[0]: values_of(obj)})
+        else:
+            record["body"] = (branch, dict(zip(names, values_of(obj))))
         return record
 
     def from_record(self, record: dict[str, Any]) -> Any:
-        name, body = record["body"]
-        cls = self.types[name.rsplit(".", 1)[-1]]
-        return cls(**{field: record[field] for field in self.envelope}, **body)
+        # The record is the reader's fresh dict: the envelope fields (exactly, as the reader schema has them)
+        # once its body is taken out.
+        name, body = record.pop("body")
+        cls = self._types_by_branch.get(name) or self.types[name.rsplit(".", 1)[-1]]
+        return cls(**record, **body)
 
     async def ensure(self, values: Iterable[bytes | None]) -> None:
         """Resolve the schema ids `values` name before decoding them (SchemaRegistry.ensure: waits out a
@@ -420,13 +434,15 @@ class _Codec:
         if magic != MAGIC_BYTE:
             raise CodecError("BAD_MAGIC_BYTE", f"magic byte {magic} is not 0")
         if schema_id == self.schema_id:
-            writer = self.parsed
+            # Written with our own schema: no resolution. (fastavro resolves writer against reader whenever a
+            # reader schema is passed, even the same one: that doubled the cost of every decode.)
+            writer, reader = self.parsed, None
         else:
-            writer = self.registry.parsed(schema_id) if self.registry is not None else None
+            writer, reader = (self.registry.parsed(schema_id) if self.registry is not None else None), self.parsed
             if writer is None:
                 raise CodecError("UNKNOWN_SCHEMA", f"schema id {schema_id} is not in the registry")
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(value[HEADER.size:]), writer, self.parsed,
+            record = fastavro.schemaless_reader(io.BytesIO(value[HEADER.size:]), writer, reader,
                                                 return_record_name=True)
         except Exception as exc:  # fastavro raises many types on garbage input
             raise CodecError("UNDECODABLE", f"Avro body does not match schema {schema_id}: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import NamedTuple
 
 from app import identity
 from app.codec import CodecError, CommandCodec
@@ -35,13 +36,41 @@ FINGERPRINT_HEADER = "command.fingerprint"
 _NOT_FINGERPRINTED = frozenset({"timestamp_ms", "expires_at_ms"})
 
 
+
+class _Fields(NamedTuple):
+    """The names a command type has, looked up once per type (not once per message)."""
+
+    fingerprinted: tuple[str, ...]
+    wallet_references: tuple[str, ...]  # other wallets it names
+    has_hold_id: bool
+    has_currency: bool
+    texts: tuple[str, ...]
+
+
+_FIELDS_OF: dict[type, _Fields] = {}
+_WALLET_REFERENCES = ("destination_wallet_id", "source_wallet_id")
+_TEXTS = ("owner_id", "reference", "description", "reason", "reason_code")
+
+
+def _fields_of(command_type: type) -> _Fields:
+    found = _FIELDS_OF.get(command_type)
+    if found is None:
+        names = tuple(command_type.__dataclass_fields__)
+        found = _FIELDS_OF[command_type] = _Fields(
+            fingerprinted=tuple(name for name in names if name not in _NOT_FINGERPRINTED),
+            wallet_references=tuple(name for name in _WALLET_REFERENCES if name in names),
+            has_hold_id="hold_id" in names, has_currency="currency" in names,
+            texts=tuple(name for name in _TEXTS if name in names))
+    return found
+
+
 def fingerprint(command: c.CommandBase) -> str:
     """A short digest of what the command asks (kind, wallet, body; not its timestamp or hold expiry).
 
     The same command id with another fingerprint is a conflict, not a retry.
     """
-    body = [type(command).__name__] + [
-        repr(getattr(command, name)) for name in command.__dataclass_fields__ if name not in _NOT_FINGERPRINTED]
+    body = [type(command).__name__]
+    body += [repr(getattr(command, name)) for name in _fields_of(type(command)).fingerprinted]
     return hashlib.blake2b("\x1f".join(body).encode(), digest_size=8).hexdigest()
 
 
@@ -60,18 +89,17 @@ def validate(command: c.CommandBase, key: bytes | None, *, public: bool) -> None
         raise CodecError(KEY_MISMATCH, "the Kafka key must be the wallet_id (or absent: then the body's "
                                        "wallet_id routes the command)")
     _check(0 <= command.timestamp_ms < 2**53, "timestamp_ms out of range")
-    for name in ("destination_wallet_id", "source_wallet_id"):
-        value = getattr(command, name, None)
+    fields = _fields_of(type(command))
+    for name in fields.wallet_references:
+        value = getattr(command, name)
         if value is not None:
             _check(WALLET_ID_RE.fullmatch(value) is not None, f"{name} must match [A-Za-z0-9_-]{{1,64}}")
-    hold_id = getattr(command, "hold_id", None)
-    if hold_id is not None:
-        _check(HOLD_ID_RE.fullmatch(hold_id) is not None, "hold_id must match [A-Za-z0-9_.:-]{1,64}")
-    currency = getattr(command, "currency", None)
-    if currency is not None:
-        _check(CURRENCY_RE.fullmatch(currency) is not None, "currency must be 3 upper-case letters")
-    for name in ("owner_id", "reference", "description", "reason", "reason_code"):
-        value = getattr(command, name, None)
+    if fields.has_hold_id and command.hold_id is not None:
+        _check(HOLD_ID_RE.fullmatch(command.hold_id) is not None, "hold_id must match [A-Za-z0-9_.:-]{1,64}")
+    if fields.has_currency and command.currency is not None:
+        _check(CURRENCY_RE.fullmatch(command.currency) is not None, "currency must be 3 upper-case letters")
+    for name in fields.texts:
+        value = getattr(command, name)
         if value is not None:
             _check(len(value) <= TEXT_LENGTH_MAX, f"{name} longer than {TEXT_LENGTH_MAX} characters")
     try:

@@ -17,7 +17,7 @@ PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
 # Limits that only make sense above zero.
 _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
-             "processor_batch_size_max", "processor_batch_wait_ms", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
+             "processor_batch_size_max", "processor_batch_wait_ms", "processor_gc_young_objects_max", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "transfer_in_transit_max_s", "transfer_in_transit_poll_interval_s",
@@ -125,6 +125,11 @@ class Settings:
     # Once a poll returned records, the longest wait for the fetch it starts (the records that arrived while
     # the previous batch ran), so they join this batch instead of waiting for the next one. 0: no wait.
     processor_batch_fill_ms: int = 5
+    # Allocations (net of frees) between two young-generation garbage collections in a processor process.
+    # Python's 700 ran a collection every few commands, and through them full scans of the decoded-state
+    # cache: 12-18% of the decide path's time (docs/BENCHMARKS.md). Few of its objects form cycles; 50,000
+    # bounds what waits for the next collection.
+    processor_gc_young_objects_max: int = 50_000
     # Longest time the broker holds a fetch open waiting for new committed data. aiokafka's default (500)
     # puts up to half a second on every hop of a command (command, transfer leg, projection).
     consumer_fetch_wait_max_ms: int = 20

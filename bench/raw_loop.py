@@ -16,9 +16,11 @@ from app.domain import events as e
 from app.domain.hashing import GENESIS_HASH
 from app.kafka import RecordBatches, consumer_options, producer_options
 from app.settings import Settings
+from agents.deciding import young_collections
 
 
 async def raw_loop(settings: Settings, instance: int, instances: int) -> None:
+    young_collections(settings)  # the processor's collector setting, so the two differ only by the ledger
     registry = SchemaRegistry.for_settings(settings)
     commands = CommandCodec(registry, settings.commands_topic)
     events = EventCodec(registry, settings.events_topic)

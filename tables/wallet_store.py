@@ -40,12 +40,16 @@ STATE_CACHE_SIZE_MAX = 200_000
 _GAUGES = b"m/gauges"
 
 
+# One compact JSON encoder for every state write: `json.dumps` with `separators` builds a new encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_state(state: WalletState) -> bytes:
-    return json.dumps([
+    return _COMPACT_JSON.encode([
         state.owner_id, state.status, state.currency, state.balance_minor, state.held_minor,
         state.overdraft_limit_minor, state.version, state.last_hash,
         [[h.hold_id, h.amount_minor, h.expires_at_ms] for h in state.holds],
-    ], separators=(",", ":")).encode()
+    ]).encode()
 
 
 def decode_state(wallet_id: str, raw: bytes) -> WalletState:
@@ -158,6 +162,8 @@ class PartitionStore:
         if after is None or after is before:
             return
         self.changes.wallets[after.wallet_id] = after
+        if before is not None and after.holds is before.holds:
+            return  # the holds did not change (evolve keeps the same tuple): nothing to index
         before_holds = {h.hold_id: h for h in before.holds} if before is not None else {}
         after_holds = {h.hold_id for h in after.holds}
         for hold in after.holds:
@@ -214,7 +220,7 @@ class PartitionStore:
         if changes.events_offset is not None:
             batch.put(_MARKER, str(changes.events_offset).encode())
         if changes.gauges is not None:
-            batch.put(_GAUGES, json.dumps(changes.gauges, separators=(",", ":")).encode())
+            batch.put(_GAUGES, _COMPACT_JSON.encode(changes.gauges).encode())
         self._db.write(batch)
 
     # ------------------------------------------------------------ scans (bounded)

@@ -30,7 +30,6 @@ Decisions where the rules needed a choice (each reachable code is listed in `rej
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 from app.domain import rejections as codes
@@ -610,45 +609,77 @@ def _without_hold(state: WalletState, hold_id: str) -> tuple[Hold, ...]:
     return tuple(hold for hold in state.holds if hold.hold_id != hold_id)
 
 
+def _stamped(
+    state: WalletState,
+    event: EventBase,
+    *,
+    status: str | None = None,
+    balance_minor: int | None = None,
+    held_minor: int | None = None,
+    holds: tuple[Hold, ...] | None = None,
+) -> WalletState:
+    """`state` with the event's version and hash and the given changes (money in minor units).
+
+    Built directly: `dataclasses.replace` walks the fields of the class on every call, once per decision.
+    """
+    return WalletState(
+        wallet_id=state.wallet_id,
+        owner_id=state.owner_id,
+        status=state.status if status is None else status,  # type: ignore[arg-type]
+        currency=state.currency,
+        balance_minor=state.balance_minor if balance_minor is None else balance_minor,
+        held_minor=state.held_minor if held_minor is None else held_minor,
+        overdraft_limit_minor=state.overdraft_limit_minor,
+        version=event.version,
+        last_hash=event.hash,
+        holds=state.holds if holds is None else holds,
+    )
+
+
+_BALANCE_EVENT_TYPES: Final = (Deposited, Withdrawn, TransferCredited, TransferRefunded, TransferDebited)
+
+
 def _evolve_existing(state: WalletState, event: EventBase) -> WalletState:
     """The wallet after applied `event` (not WalletOpened), stamped with the event's version and hash."""
-    stamp = {"version": event.version, "last_hash": event.hash}
-    if isinstance(event, (Deposited, Withdrawn, TransferCredited, TransferRefunded, TransferDebited)):
-        return replace(state, **stamp, balance_minor=state.balance_minor + money_effect(event).balance_minor)
-    if isinstance(event, HoldPlaced):
+    event_type = type(event)
+    if event_type in _BALANCE_EVENT_TYPES:
+        return _stamped(state, event, balance_minor=state.balance_minor + money_effect(event).balance_minor)
+    if event_type is HoldPlaced:
         if state.find_hold(event.hold_id) is not None:
             raise EventNotApplicable(
                 f"{state.wallet_id}: HoldPlaced v{event.version} of already open hold {event.hold_id!r}"
             )
         hold = Hold(hold_id=event.hold_id, amount_minor=event.amount_minor, expires_at_ms=event.expires_at_ms)
         holds = tuple(sorted((*state.holds, hold), key=lambda h: h.hold_id))
-        return replace(state, **stamp, held_minor=state.held_minor + event.amount_minor, holds=holds)
-    if isinstance(event, HoldCaptured):
+        return _stamped(state, event, held_minor=state.held_minor + event.amount_minor, holds=holds)
+    if event_type is HoldCaptured:
         hold = _hold_of(state, event)
         if event.amount_minor + event.released_minor != hold.amount_minor:
             raise EventNotApplicable(
                 f"{state.wallet_id}: HoldCaptured v{event.version} does not add up to hold {hold.hold_id!r}"
             )
-        return replace(
+        return _stamped(
             state,
-            **stamp,
+            event,
             balance_minor=state.balance_minor - event.amount_minor,
             held_minor=state.held_minor - hold.amount_minor,
             holds=_without_hold(state, hold.hold_id),
         )
-    if isinstance(event, HoldReleased):
+    if event_type is HoldReleased:
         hold = _hold_of(state, event)
         if event.amount_minor != hold.amount_minor:
             raise EventNotApplicable(
                 f"{state.wallet_id}: HoldReleased v{event.version} amount is not hold {hold.hold_id!r}'s"
             )
-        return replace(state, **stamp, held_minor=state.held_minor - hold.amount_minor, holds=_without_hold(state, hold.hold_id))
-    if isinstance(event, WalletFrozen):
-        return replace(state, **stamp, status=STATUS_FROZEN)
-    if isinstance(event, WalletUnfrozen):
-        return replace(state, **stamp, status=STATUS_ACTIVE)
-    if isinstance(event, WalletClosed):
-        return replace(state, **stamp, status=STATUS_CLOSED)
+        return _stamped(
+            state, event, held_minor=state.held_minor - hold.amount_minor, holds=_without_hold(state, hold.hold_id)
+        )
+    if event_type is WalletFrozen:
+        return _stamped(state, event, status=STATUS_FROZEN)
+    if event_type is WalletUnfrozen:
+        return _stamped(state, event, status=STATUS_ACTIVE)
+    if event_type is WalletClosed:
+        return _stamped(state, event, status=STATUS_CLOSED)
     raise EventNotApplicable(f"{state.wallet_id}: cannot apply {type(event).__name__} v{event.version}")
 
 

@@ -184,3 +184,33 @@ def test_replay_refuses_a_log_with_a_gap() -> None:
     _, events = opened_with_hold()
     with pytest.raises(EventNotApplicable):
         replay([events[0], events[2]])
+
+
+def _many_holds(count: int, **overrides: Any) -> tuple[Hold, ...]:
+    """`count` holds of 10 minor units with sorted ids; `overrides` maps an index to the fields it changes."""
+    return tuple(replace(Hold(hold_id=f"h{i:04d}", amount_minor=10, expires_at_ms=1), **overrides.get(f"i{i}", {}))
+                 for i in range(count))
+
+
+def _with_holds(holds: tuple[Hold, ...]) -> WalletState:
+    held_minor = sum(hold.amount_minor for hold in holds if type(hold.amount_minor) is int and hold.amount_minor < 2**62)
+    return replace(opened_with_hold()[0], holds=holds, held_minor=held_minor, balance_minor=held_minor + 1_000)
+
+
+def test_check_wallet_accepts_a_wallet_at_the_hold_limit() -> None:
+    check_wallet(_with_holds(_many_holds(100)))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"i57": {"amount_minor": 0}}, "hold 'h0057' amount 0 is not positive"),
+        ({"i57": {"amount_minor": True}}, "hold 'h0057' amount True is not positive"),
+        ({"i57": {"amount_minor": 2**63}}, "is not positive"),
+        ({"i57": {"hold_id": "h0056"}}, "not unique and sorted by hold_id at 'h0056'"),
+        ({"i99": {"hold_id": "h0000"}}, "not unique and sorted by hold_id at 'h0000'"),
+    ],
+)
+def test_check_wallet_names_the_broken_hold_among_many(overrides: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvariantViolation, match=named.replace("(", r"\(")):
+        check_wallet(_with_holds(_many_holds(100, **overrides)))
