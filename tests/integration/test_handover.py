@@ -22,6 +22,7 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.domain import commands as c
+from bench.failover_bench import _port_block
 from app.domain import events as e
 from app.domain.ledger import decide_and_evolve
 from app.intake import FINGERPRINT_HEADER, fingerprint
@@ -40,6 +41,13 @@ HISTORY_EVENTS = 80_000
 HISTORY_EVENTS_PER_TRANSACTION = 10_000
 HISTORY_PARTITION = 3
 LIVE_WALLETS_PER_PARTITION = 6
+
+
+def _settings(stack, name: str):
+    """Without standbys; worker ports below the ephemeral range (a worker starts long after its port was
+    found free, and this machine's outgoing connections take ephemeral ports meanwhile)."""
+    return prepare_topics(isolated_settings(stack, name, processor_standby_replicas=0,
+                                            worker_web_port=_port_block(2)))
 
 
 def _wallets_on(partition: int, count: int, partitions: int, prefix: str) -> list[str]:
@@ -149,7 +157,7 @@ def _first_assigned_at(worker: WorkerProcess, partition: int, after_s: float) ->
 
 
 async def test_a_long_catch_up_leaves_the_kept_partitions_deciding_and_the_worker_in_the_group(stack):
-    settings = prepare_topics(isolated_settings(stack, "catchup", processor_standby_replicas=0))
+    settings = _settings(stack, "catchup")
     history = _wallets_on(HISTORY_PARTITION, HISTORY_EVENTS, settings.partitions, "hist")
     live = {p: _wallets_on(p, LIVE_WALLETS_PER_PARTITION, settings.partitions, "live")
             for p in range(settings.partitions)}
@@ -212,7 +220,7 @@ async def test_a_long_catch_up_leaves_the_kept_partitions_deciding_and_the_worke
 
 
 async def test_a_partition_that_moved_away_and_came_back_is_caught_up_before_it_decides(stack):
-    settings = prepare_topics(isolated_settings(stack, "comeback", processor_standby_replicas=0))
+    settings = _settings(stack, "comeback")
     wallets = [new_id("cb") for _ in range(24)]
     first = WorkerProcess(settings, ["processor"], instance=0).start()
     second = WorkerProcess(settings, ["processor"], instance=1)
