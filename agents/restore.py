@@ -35,8 +35,10 @@ log = logging.getLogger("wallet.processor")
 RESTORE_WRITE_EVERY = 1000
 # Most events one fetch of a catch-up returns (all its partitions together).
 RESTORE_FETCH_RECORDS_MAX = 5000
-# A short fetch wait: the last offsets before the end may be transaction markers, which yield no record.
-RESTORE_FETCH_WAIT_MS = 100
+# The longest one fetch waits before the catch-up looks at its positions again: the last offsets before the
+# end may be transaction markers or an aborted transaction (a killed owner's), which yield no record but move
+# the position; a longer wait would be spent in full on them.
+RESTORE_FETCH_WAIT_MS = 10
 
 
 def replay_event(store: PartitionStore, event: e.EventBase, value: bytes, fingerprint: str,
