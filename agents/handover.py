@@ -124,13 +124,14 @@ class PartitionHandover:
             await self._stop_catch_up()
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._settled.clear()
-        generation = group_generation(self._consumer)
+        # Still unsettled since the revoke (aiokafka always calls it first). Not a new generation of batches:
+        # records fetched from here on come from this assignment's positions.
+        group_now = group_generation(self._consumer)
         partitions = {tp.partition for tp in assigned}
         held = set(self.producers)
         consecutive = (self._revoked_in_generation != NO_GENERATION
                        and self._revoked_in_generation == self._held_in_generation
-                       and generation == self._revoked_in_generation + 1)
+                       and group_now == self._revoked_in_generation + 1)
         kept = held & partitions if consecutive else set()
         deciding = kept & set(self.stores)
         waiting = partitions - deciding
@@ -158,7 +159,7 @@ class PartitionHandover:
             await asyncio.gather(*(producer.stop() for producer in stopping))
             started = await asyncio.gather(*(self._partition_producer(partition) for partition in new))
             self.producers.update(zip(new, started))
-            self._held_in_generation = generation
+            self._held_in_generation = group_now
             metrics.processor_rebalances_total.inc()
             if waiting:
                 self._catch_up = self._tasks.create_task(self._catch_up_run(waiting), name="catch-up")

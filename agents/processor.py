@@ -20,8 +20,8 @@ Handover (agents/handover.py): on revoke, the batch in flight finishes; on assig
 generation before go on with their producer and store, partitions given away stop their producer (the store
 stays open as a warm standby, agents/standby.py), and each new partition is paused, fenced, and caught up to
 the committed end of `wallet.events` by a task of its own (agents/restore.py) before its first command.
-Transactions of different partitions commit in parallel. State lives in `tables.wallet_store.PartitionStore` (RocksDB), written only
-after the commit; its changelog is the event log itself.
+Transactions of different partitions commit in parallel. State lives in `tables.wallet_store.PartitionStore`
+(RocksDB), written only after the commit; its changelog is the event log itself.
 
 Per batch the work is: decode, validate, dedupe, decide/evolve in memory (agents/deciding.py), then one send
 per output and one RocksDB write batch per partition: no per-command store round trip, one write per

@@ -183,7 +183,8 @@ async def test_a_long_catch_up_leaves_the_kept_partitions_deciding_and_the_worke
 
         def all_to_second() -> bool:
             owners = _group_owners(settings)
-            return set(owners) == set(range(settings.partitions)) and all(u.endswith(second_url) for u in owners.values())
+            return (set(owners) == set(range(settings.partitions))
+                    and all(url.endswith(second_url) for url in owners.values()))
 
         await asyncio.to_thread(wait_for, all_to_second, WAIT_S, "the group to give every partition to the second", 0.2)
         # Not caught up yet: its table answers 421 (the API asks the group again, then 503), never stale data.
