@@ -16,11 +16,12 @@ transaction that holds, atomically:
 The partition's new owner starts the partition's producer before anything else: that fences the previous
 owner (a crashed, paused or partitioned zombie) and aborts its open transaction, so nothing it does later
 is seen by read_committed readers; its next commit fails and it exits (`ProducerFenced`).
-Handover (agents/handover.py): on revoke, the batch in flight finishes and the partition's producer stops;
-the store stays open as a warm standby (agents/standby.py). On assign, the store is caught up to the
-committed end of `wallet.events` before the first command (agents/restore.py). Transactions of different
-partitions commit in parallel. State lives in `tables.wallet_store.PartitionStore` (RocksDB), written only
-after the commit; its changelog is the event log itself.
+Handover (agents/handover.py): on revoke, the batch in flight finishes; on assign, partitions kept from the
+generation before go on with their producer and store, partitions given away stop their producer (the store
+stays open as a warm standby, agents/standby.py), and each new partition is paused, fenced, and caught up to
+the committed end of `wallet.events` by a task of its own (agents/restore.py) before its first command.
+Transactions of different partitions commit in parallel. State lives in `tables.wallet_store.PartitionStore`
+(RocksDB), written only after the commit; its changelog is the event log itself.
 
 Per batch the work is: decode, validate, dedupe, decide/evolve in memory (agents/deciding.py), then one send
 per output and one RocksDB write batch per partition: no per-command store round trip, one write per
@@ -87,9 +88,10 @@ class Processor(PartitionHandover):
         self.events = EventCodec(self.registry, settings.events_topic)
         self.group_id = f"{settings.app_id}-processor"
         self.state_root = settings.state_dir / "processor" / member_name
-        self.stores: dict[int, PartitionStore] = {}  # owned and caught up
+        self.stores: dict[int, PartitionStore] = {}  # owned and caught up: deciding
         self.local: dict[int, PartitionStore] = {}  # every open local store: owned, standby or warm
-        self.producers: dict[int, AIOKafkaProducer] = {}
+        self.producers: dict[int, AIOKafkaProducer] = {}  # the fences held: deciding or catching up
+        self.committed: dict[TopicPartition, int] = {}  # input offsets committed for the partitions deciding
         self.plan = Plan({}, {})
         self.standby = StandbyTailer(settings, self.events, self.local)
         self.standby.bind(self._store)
@@ -104,6 +106,10 @@ class Processor(PartitionHandover):
         self._consumer: AIOKafkaConsumer | None = None
         self._rebalance_started = 0.0
         self.generation = 0  # rebalances so far (agents/handover.py)
+        self._settled = asyncio.Event()  # set while no rebalance is in progress: batches may be decided
+        self._revoked_in_generation = self._held_in_generation = -1  # group generations (agents/handover.py)
+        self._catch_up: asyncio.Task | None = None
+        self._tasks: asyncio.TaskGroup | None = None
 
     def batch_applied(self) -> asyncio.Event:
         """An event set when the next batch's state is committed to the stores (for strong reads)."""
@@ -134,7 +140,7 @@ class Processor(PartitionHandover):
             self.settings, self.group_id, partition_assignment_strategy=(assignor,),
             client_id=f"{self.settings.app_id}-processor:{self.table_port}",
             session_timeout_ms=self.settings.processor_session_timeout_ms,
-            heartbeat_interval_ms=self.settings.processor_session_timeout_ms // 3,
+            heartbeat_interval_ms=self.settings.processor_heartbeat_interval_ms,
             max_poll_interval_ms=self.settings.processor_max_poll_interval_ms,
             group_instance_id=self.member_name if self.settings.processor_static_membership else None))
         self._restore_consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
@@ -145,10 +151,11 @@ class Processor(PartitionHandover):
             await self._shared_producer.start()
             await self._restore_consumer.start()
             await consumer.start()
-            consumer.subscribe([self.settings.commands_topic, self.settings.transfer_legs_topic],
-                               listener=Rebalance(self))
-            log.info("processor joining", extra={"member": self.member_name, "group": self.group_id})
             async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks  # catch-ups run in it: a failed one ends the worker
+                consumer.subscribe([self.settings.commands_topic, self.settings.transfer_legs_topic],
+                                   listener=Rebalance(self))
+                log.info("processor joining", extra={"member": self.member_name, "group": self.group_id})
                 tasks.create_task(self.standby.run(), name="standby")
                 tasks.create_task(self._loop(consumer), name="processor-loop")
         finally:
@@ -174,26 +181,53 @@ class Processor(PartitionHandover):
                 # After a batch, the poll returns what the consumer prefetched while that batch ran: only the
                 # records that had arrived when it began. The fetch this poll starts brings the rest within a
                 # round trip; without it they would wait one more whole batch (decide and commit).
-                for tp, records in (await consumer.getmany(timeout_ms=batch_fill_ms,
-                                                            max_records=batch_max - size)).items():
-                    batch.setdefault(tp, []).extend(records)
+                fill = await consumer.getmany(timeout_ms=batch_fill_ms, max_records=batch_max - size)
+                if generation != self.generation:
+                    # The fill waited out a rebalance: its records come from the new assignment's positions,
+                    # while the batch's are dropped below. Give them back, so they are fetched again.
+                    self._give_back(consumer, fill)
+                else:
+                    for tp, records in fill.items():
+                        batch.setdefault(tp, []).extend(records)
             # Schema ids first seen here are resolved off the loop; a registry that does not answer makes the
             # batch wait (with backoff), never sends a well-formed command to the DLQ.
             await self.commands.ensure(record.value for records in batch.values() for record in records)
+            await self._settled.wait()  # a rebalance in progress: nothing is decided until it is in place
             async with self._lock:
+                # A rebalance while the batch waited (for the registry, the rebalance or the lock) set every
+                # position again from committed offsets (eager protocol): the records come again, from this
+                # worker or a new owner. Processing them now would write their dead letters and forwards twice.
+                if generation != self.generation or not self._settled.is_set():
+                    continue
+                batch = self._deciding(consumer, batch)
                 now_ms, monotonic_s = self._now_ms(), time.monotonic()
                 releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)
                 metrics.holds_expired_total.inc(len(releases))
                 self._retention.maybe_sweep(self.stores.values(), now_ms, monotonic_s)
-                # A rebalance while the batch waited (for the registry or the lock) reset every position to the
-                # committed offsets (eager protocol): the records come again, from this worker or a new owner.
-                # Processing them now would write their dead letters and forwards twice.
-                if generation != self.generation:
-                    batch = {}
                 busy = bool(batch or releases)
                 if busy:
                     await self._process(batch, releases)
             report_lag(consumer, self._positions, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+
+    def _deciding(self, consumer: AIOKafkaConsumer, batch: dict) -> dict:
+        """The batch's records of partitions that are deciding. A paused partition (catching up) yields no
+        record; should one arrive anyway, its position goes back to its first record, so it is fetched again
+        once the partition is resumed, never skipped."""
+        if all(tp.partition in self.stores for tp in batch):
+            return batch
+        aside = {tp: records for tp, records in batch.items() if tp.partition not in self.stores}
+        log.warning("records of a partition not caught up set aside", extra={"partitions": sorted(
+            {tp.partition for tp in aside})})
+        self._give_back(consumer, aside)
+        return {tp: records for tp, records in batch.items() if tp.partition in self.stores}
+
+    @staticmethod
+    def _give_back(consumer: AIOKafkaConsumer, records_by_tp: dict) -> None:
+        """Set each partition's position back to its first record here: they are fetched again."""
+        assigned = consumer.assignment()
+        for tp, records in records_by_tp.items():
+            if records and tp in assigned:
+                consumer.seek(tp, records[0].offset)
 
     # ------------------------------------------------------------ one batch, one transaction per partition
 
@@ -262,6 +296,7 @@ class Processor(PartitionHandover):
             if topic == self.settings.events_topic and target == partition:
                 store.changes.events_offset = offset + 1
         store.apply()
+        self.committed.update(offsets)
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,
                     now_ms: int, sends: list[Send], decided: list[int], outcomes: Tally) -> None:

@@ -1,15 +1,22 @@
-"""Catching a partition's store up from `wallet.events` (its changelog) before the processor decides.
+"""Catching partitions' stores up from `wallet.events` (their changelog) before the processor decides.
 
 The store is a fold of the committed event log (tables/wallet_store.py), so restoring is replaying the
 events after the store's offset marker with `evolve`. Seen command ids are rebuilt from the events too:
 an event's `timestamp_ms` is the processor's clock when it decided the command, so the replay rebuilds the
 same retention index the live processor wrote (app/identity.py).
+
+A catch-up runs as a task of its own, outside Kafka's rebalance callbacks (agents/handover.py): it replays
+all the partitions it is given at once, writes each store and yields to the event loop every
+`RESTORE_WRITE_EVERY` events (so heartbeats and the other partitions' batches go on), and hands each
+partition back as soon as its store reached the end the log had when the catch-up started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,10 +30,15 @@ from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
 
-# Events replayed between two store writes while catching a store up.
-RESTORE_WRITE_EVERY = 5000
-# A short fetch wait: the last offsets before the end may be transaction markers, which yield no record.
-RESTORE_FETCH_WAIT_MS = 100
+# Events folded between two store writes; the catch-up yields to the worker's other work after each write,
+# so one slice of CPU stays well under the heartbeat interval and a batch's latency.
+RESTORE_WRITE_EVERY = 1000
+# Most events one fetch of a catch-up returns (all its partitions together).
+RESTORE_FETCH_RECORDS_MAX = 5000
+# The longest one fetch waits before the catch-up looks at its positions again: the last offsets before the
+# end may be transaction markers or an aborted transaction (a killed owner's), which yield no record but move
+# the position; a longer wait would be spent in full on them.
+RESTORE_FETCH_WAIT_MS = 10
 
 
 def replay_event(store: PartitionStore, event: e.EventBase, value: bytes, fingerprint: str,
@@ -41,29 +53,67 @@ def replay_event(store: PartitionStore, event: e.EventBase, value: bytes, finger
     store.track(event, *gauge_deltas(event))
 
 
-async def restore(consumer: AIOKafkaConsumer, events_topic: str, codec: EventCodec, partition: int,
-                  store: PartitionStore, retention_s: int) -> int:
-    """Replay `events_topic`'s `partition` from the store's marker to its end; the number of events replayed."""
-    tp = TopicPartition(events_topic, partition)
-    consumer.assign([tp])
-    start = store.events_offset
-    end = (await consumer.end_offsets([tp]))[tp]
-    if start >= end:
-        return 0
-    consumer.seek(tp, start)
-    retention_start_ms = identity.retention_start_ms(int(time.time() * 1000), retention_s)
-    replayed = 0
-    started = time.perf_counter()
-    while await consumer.position(tp) < end:
-        batch = await consumer.getmany(tp, timeout_ms=RESTORE_FETCH_WAIT_MS, max_records=RESTORE_WRITE_EVERY)
-        await codec.ensure(record.value for record in batch.get(tp, ()))
-        for record in batch.get(tp, []):
-            headers = dict(record.headers or ())
-            replay_event(store, codec.decode(record.value), record.value,
-                         headers.get(FINGERPRINT_HEADER, b"").decode(), retention_start_ms)
-            store.changes.events_offset = record.offset + 1
-            replayed += 1
-        store.apply()
-    log.info("store restored", extra={"partition": partition, "events": replayed,
-                                      "seconds": round(time.perf_counter() - started, 3)})
-    return replayed
+def nothing_to_replay(start: int, end: int) -> bool:
+    """Whether offsets [start, end) of an events partition hold no event to replay, known without a fetch.
+
+    Every event is written in a transaction, so a committed event is followed by its commit marker before
+    the end: a range of one offset (the marker of the transaction whose last event the store reflects, the
+    usual state of a warm store) holds none, and neither does an empty range. A store ahead of the log
+    (`start > end`) is never restored from it."""
+    return end - start <= 1
+
+
+async def catch_up(consumer: AIOKafkaConsumer, events_topic: str, codec: EventCodec,
+                   stores: dict[int, PartitionStore], retention_s: int,
+                   caught_up: Callable[[int], Awaitable[None]]) -> None:
+    """Replay `events_topic` into each of `stores` (partition -> store) from its marker to the partition's
+    end offset read now; await `caught_up(partition)` as each one gets there.
+
+    The caller holds every partition's fence (its transactional producer started), so the end read here is
+    the end: nothing is written to these partitions until they are handed back. `consumer` is an unassigned
+    read_committed consumer without a group, used by one catch-up at a time. Cancellable at any await: each
+    store is written before every await, so it never keeps half a fold.
+    """
+    tps = {TopicPartition(events_topic, p): p for p in sorted(stores)}
+    pending: dict[TopicPartition, int] = {}  # tp -> events replayed so far
+    consumer.assign(list(tps))
+    try:
+        ends = await consumer.end_offsets(list(tps))
+        for tp, partition in tps.items():
+            start = stores[partition].events_offset
+            if nothing_to_replay(start, ends[tp]):
+                consumer.pause(tp)
+                log.info("store restored", extra={"partition": partition, "events": 0, "seconds": 0.0})
+                await caught_up(partition)
+            else:
+                consumer.seek(tp, start)
+                pending[tp] = 0
+        started = time.perf_counter()
+        retention_start_ms = identity.retention_start_ms(int(time.time() * 1000), retention_s)
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=RESTORE_FETCH_WAIT_MS,
+                                           max_records=RESTORE_FETCH_RECORDS_MAX)
+            await codec.ensure(record.value for records in batch.values() for record in records)
+            for tp, records in batch.items():
+                store = stores[tps[tp]]
+                for first in range(0, len(records), RESTORE_WRITE_EVERY):
+                    for record in records[first:first + RESTORE_WRITE_EVERY]:
+                        headers = dict(record.headers or ())
+                        replay_event(store, codec.decode(record.value), record.value,
+                                     headers.get(FINGERPRINT_HEADER, b"").decode(), retention_start_ms)
+                        store.changes.events_offset = record.offset + 1
+                    store.apply()
+                    pending[tp] += min(RESTORE_WRITE_EVERY, len(records) - first)
+                    await asyncio.sleep(0)  # heartbeats, the other partitions' batches
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    consumer.pause(tp)
+                    log.info("store restored", extra={"partition": tps[tp], "events": pending.pop(tp),
+                                                      "seconds": round(time.perf_counter() - started, 3)})
+                    await caught_up(tps[tp])
+    except BaseException:
+        for tp in pending:
+            stores[tps[tp]].discard()  # a fold a fault interrupted: its events come again next time
+        raise
+    finally:
+        consumer.unsubscribe()

@@ -22,6 +22,7 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "transfer_in_transit_max_s", "transfer_in_transit_poll_interval_s",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_session_timeout_ms",
+             "processor_heartbeat_interval_ms",
              "processor_max_poll_interval_ms", "processor_workers",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
@@ -169,12 +170,15 @@ class Settings:
     # A processor silent this long (no heartbeat) leaves the group and its partitions move: the failover
     # bound. The broker's minimum (group.min.session.timeout.ms) is 6 s.
     processor_session_timeout_ms: int = 6_000
+    # How often a processor heartbeats to the group: it hears of a rebalance (a member joined, left or
+    # timed out) at its next heartbeat, so this bounds that part of a handover. Below the session timeout.
+    processor_heartbeat_interval_ms: int = 500
     # Static membership (Kafka's group.instance.id = the member name): a restarted worker takes its old place
     # at once, with no rebalance. The price: a stopped static worker keeps its partitions until the session
     # times out, so scale-in and a worker that will not come back cost processor_session_timeout_ms.
     processor_static_membership: bool = False
-    # The longest one batch or one partition's catch-up may take between two polls before the member is
-    # considered stuck and its partitions move.
+    # The longest one batch may take between two polls before the member is considered stuck and its
+    # partitions move (a new partition's catch-up runs beside the polls, agents/restore.py).
     processor_max_poll_interval_ms: int = 300_000
     # Processor workers `make run` / `wallet run` starts (each a group member with its own store folder).
     processor_workers: int = 1
@@ -216,6 +220,10 @@ class Settings:
         for name in _NOT_NEGATIVE:
             if getattr(self, name) < 0:
                 raise SettingsError(f"WALLET_{name.upper()}={getattr(self, name)!r} must not be negative")
+        if self.processor_heartbeat_interval_ms >= self.processor_session_timeout_ms:
+            raise SettingsError(f"WALLET_PROCESSOR_HEARTBEAT_INTERVAL_MS={self.processor_heartbeat_interval_ms} "
+                                f"must be below WALLET_PROCESSOR_SESSION_TIMEOUT_MS="
+                                f"{self.processor_session_timeout_ms}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

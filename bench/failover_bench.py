@@ -82,8 +82,9 @@ STOP_TIMEOUT_S = 30.0
 # Backlog producer (confluent-kafka: the 2N setup commands are produced from C, not from Python sends).
 BACKLOG_QUEUE_FULL_WAIT_S = 0.1
 # The log lines a rebalance's timeline is made of.
-TIMELINE_MESSAGES = ("processor joining", "partitions assigned", "partition revoked", "partition assigned",
-                     "store restored", "worker ready", "worker stopped by signal")
+TIMELINE_MESSAGES = ("processor joining", "rebalance started", "partitions assigned", "assignment received",
+                     "partition revoked", "partition assigned", "store restored", "worker ready",
+                     "worker stopped by signal")
 # Listening ports are taken below the kernel's ephemeral range (32768-60999 by default): a free port from that
 # range can be taken by an outgoing connection before the worker binds it (a worker listens on
 # worker_web_port + instance, so several ports in a row must stay free).

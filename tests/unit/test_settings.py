@@ -170,3 +170,10 @@ def test_a_wait_that_may_be_zero_is_accepted_at_zero_and_refused_below(variable:
     assert getattr(Settings.from_env({variable: "0"}), variable.removeprefix("WALLET_").lower()) == 0
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env({variable: "-1"})
+
+
+def test_heartbeat_interval_at_or_above_the_session_timeout_is_refused() -> None:
+    assert Settings().processor_heartbeat_interval_ms < Settings().processor_session_timeout_ms
+    with pytest.raises(SettingsError, match="WALLET_PROCESSOR_HEARTBEAT_INTERVAL_MS"):
+        Settings.from_env({"WALLET_PROCESSOR_HEARTBEAT_INTERVAL_MS": "6000"})
+    assert Settings.from_env({"WALLET_PROCESSOR_HEARTBEAT_INTERVAL_MS": "5999"}).processor_heartbeat_interval_ms == 5999
