@@ -19,7 +19,9 @@ from app.identity import PUBLIC_COMMAND_ID_RE  # noqa: F401  (re-exported: the w
 WALLET_ID_RE = re.compile(identity.WALLET_ID_PATTERN)
 HOLD_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
-TEXT_LENGTH_MAX = 1024  # reference, description, owner id, reasons
+# Longest reference, description, owner id or reason: part of the contract, not a tunable (the read model's
+# columns are VARCHAR(1024), migrations/versions/0001_read_model.py; the OpenAPI document and PRODUCERS.md say it).
+TEXT_LENGTH_MAX = 1024
 
 # DLQ reason codes set here (the codec adds TRUNCATED, BAD_MAGIC_BYTE, UNKNOWN_SCHEMA, UNDECODABLE; command
 # identity adds RESERVED_COMMAND_ID and INTERNAL_ID_MISMATCH, app/identity.py).

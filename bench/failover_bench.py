@@ -85,11 +85,6 @@ BACKLOG_QUEUE_FULL_WAIT_S = 0.1
 TIMELINE_MESSAGES = ("processor joining", "rebalance started", "partitions assigned", "assignment received",
                      "partition revoked", "partition assigned", "store restored", "worker ready",
                      "worker stopped by signal")
-# Listening ports are taken below the kernel's ephemeral range (32768-60999 by default): a free port from that
-# range can be taken by an outgoing connection before the worker binds it (a worker listens on
-# worker_web_port + instance, so several ports in a row must stay free).
-LISTEN_PORTS_FROM = 20_000
-LISTEN_PORTS_TO = 32_000
 WORKER_SLOTS = 10  # processor workers in slots 0 and 1, the web worker in the last slot
 # The rate limit is not what this measures: out of the way.
 RATE_LIMIT_OUT_OF_THE_WAY_PER_S = 1_000_000
@@ -198,23 +193,6 @@ class Worker:
             if line.get("msg") == "partition assigned" and line["ts"] >= after_s:
                 first.setdefault(int(line["partition"]), line["ts"])
         return first
-
-
-def _port_block(count: int) -> int:
-    """The first of `count` consecutive ports below the ephemeral range that nothing listens on now."""
-    import socket
-
-    rng = random.Random()
-    for _ in range(1000):
-        first = rng.randrange(LISTEN_PORTS_FROM, LISTEN_PORTS_TO - count)
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-    raise RuntimeError(f"no {count} free ports in a row between {LISTEN_PORTS_FROM} and {LISTEN_PORTS_TO}")
 
 
 def _processor_env(standby_replicas: int) -> dict[str, str]:
@@ -701,7 +679,8 @@ def main(argv: list[str], base: Settings) -> int:
     from wallet import isolation
 
     stack.up(base)
-    ports = _port_block(WORKER_SLOTS + 1)
+    # Below the ephemeral range (wallet/isolation.py): an outgoing connection never takes one of them.
+    ports = isolation.free_port_block(WORKER_SLOTS + 1)
     settings = isolation.isolated_settings(
         base, "failover", folder="bench", api_keys=f"{API_KEY}=wallets:read+wallets:write",
         rate_limit_per_s=RATE_LIMIT_OUT_OF_THE_WAY_PER_S, rate_limit_burst=RATE_LIMIT_OUT_OF_THE_WAY_PER_S,

@@ -32,6 +32,7 @@ from app.settings import REPO_ROOT, Settings
 from bench.faust_checks import read_records
 from bench.processes import stop as stop_processes
 from bench.processor_bench import _drain, _produce, _spawn
+from bench.workloads import open_and_fund
 
 BENCH_EXTRA = "bench"
 # pip resolving and installing faust-streaming and its few dependencies from PyPI.
@@ -120,11 +121,7 @@ async def measure_faust(settings: Settings, instances: int, wallets: list[str], 
     `settings` is a prepared namespace (wallet/isolation.py); Faust's own topics are deleted unless `keep`."""
     codec = CommandCodec(registry, settings.commands_topic)
     events = EventCodec(registry, settings.events_topic)
-    ts = int(time.time() * 1000)
-    setup = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=ts, owner_id="bench", currency="EUR")
-             for w in wallets]
-    setup += [c.Deposit(command_id=f"fund-{w}", wallet_id=w, timestamp_ms=ts, amount_minor=1_000_000, currency="EUR")
-              for w in wallets]
+    setup = open_and_fund(wallets)
     procs = start_workers(settings, instances)
     try:
         await wait_for_ledger_group(settings, instances, procs)

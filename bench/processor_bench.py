@@ -39,6 +39,7 @@ from app.domain import commands as c
 from app.kafka import consumer_options, producer_options
 from app.settings import REPO_ROOT, Settings
 from bench.processes import stop as stop_processes
+from bench.workloads import open_and_fund
 from wallet import isolation
 
 SETUP_TIMEOUT_S = 600
@@ -162,11 +163,7 @@ async def _measure_processor(settings: Settings, instances: int, wallets: list[s
                              latency_seconds: float) -> dict:
     codec = CommandCodec(registry, settings.commands_topic)
     events = EventCodec(registry, settings.events_topic)
-    ts = int(time.time() * 1000)
-    setup = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=ts, owner_id="bench", currency="EUR")
-             for w in wallets]
-    setup += [c.Deposit(command_id=f"fund-{w}", wallet_id=w, timestamp_ms=ts, amount_minor=1_000_000, currency="EUR")
-              for w in wallets]
+    setup = open_and_fund(wallets)
 
     def start() -> list[subprocess.Popen]:
         return [_spawn(["wallet.cli", "worker", "--role", "processor", "--instance", str(i)], settings,

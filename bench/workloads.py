@@ -9,6 +9,19 @@ import time
 from app.domain import commands as c
 
 
+# What each benchmark wallet is funded with: enough that the workload's withdrawals and transfers mostly apply.
+FUNDING_MINOR = 1_000_000
+
+
+def open_and_fund(wallets: list[str]) -> list[c.CommandBase]:
+    """The benchmarks' untimed set-up: open every wallet (`open-<id>`), then fund it (`fund-<id>`)."""
+    ts = int(time.time() * 1000)
+    return ([c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=ts, owner_id="bench", currency="EUR")
+             for w in wallets]
+            + [c.Deposit(command_id=f"fund-{w}", wallet_id=w, timestamp_ms=ts, amount_minor=FUNDING_MINOR,
+                         currency="EUR") for w in wallets])
+
+
 def crash_mix(rng: random.Random, count: int, wallets_count: int, prefix: str) -> tuple[list[str], list[c.CommandBase]]:
     """The crash test's mix, `count` commands over `wallets_count` wallets named `<prefix>-...`: each wallet
     opened and seeded with 1,000.00, then 30% deposits, 30% withdrawals, 25% transfers (some to a wallet that

@@ -22,7 +22,6 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.domain import commands as c
-from bench.failover_bench import _port_block
 from app.domain import events as e
 from app.domain.ledger import decide_and_evolve
 from app.intake import FINGERPRINT_HEADER, fingerprint
@@ -44,10 +43,8 @@ LIVE_WALLETS_PER_PARTITION = 6
 
 
 def _settings(stack, name: str):
-    """Without standbys; worker ports below the ephemeral range (a worker starts long after its port was
-    found free, and this machine's outgoing connections take ephemeral ports meanwhile)."""
-    return prepare_topics(isolated_settings(stack, name, processor_standby_replicas=0,
-                                            worker_web_port=_port_block(2)))
+    """Without standbys (worker ports come from below the ephemeral range: wallet/isolation.py)."""
+    return prepare_topics(isolated_settings(stack, name, processor_standby_replicas=0))
 
 
 def _wallets_on(partition: int, count: int, partitions: int, prefix: str) -> list[str]:
