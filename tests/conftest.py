@@ -48,13 +48,13 @@ def stack(request, base_settings: Settings):
     session = isolation.claim_redis_database(isolation.with_database(isolation.isolated_settings(base_settings, "session")))
     yield replace(base_settings, mysql_dsn=session.mysql_dsn, mysql_replica_dsn=session.mysql_replica_dsn,
                   redis_url=session.redis_url)
-    from tests.harness import kill_leftover_workers
+    from tests.harness import CREATED_TOPICS, kill_leftover_workers
 
     kill_leftover_workers()
     passed = request.session.testsfailed == 0
     isolation.discard(session, database=True, redis_claimed=True, topics=False, state=False)
     if passed:
-        isolation.delete_namespaces_topics(base_settings, isolation.NAMED)
+        isolation.delete_namespaces_topics(base_settings, isolation.NAMED, CREATED_TOPICS)
         for namespace in isolation.NAMED:
             shutil.rmtree(namespace.state_dir, ignore_errors=True)
     with capture.global_and_fixture_disabled():

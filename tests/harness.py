@@ -226,6 +226,10 @@ def store_path(settings: Settings, partition: int, instance: int = 0) -> Path:
     return settings.state_dir / "processor" / member_name(settings, instance) / f"p{partition}"
 
 
+# Topics `create_topic` made: the session deletes them at its end with its namespaces' (tests/conftest.py).
+CREATED_TOPICS: list[str] = []
+
+
 def create_topic(settings: Settings, prefix: str, partitions: int = 1) -> str:
     """A fresh topic for one test (the admin client must outlive its futures)."""
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -233,4 +237,5 @@ def create_topic(settings: Settings, prefix: str, partitions: int = 1) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(15)
+    CREATED_TOPICS.append(name)
     return name

@@ -282,16 +282,19 @@ def delete_topics(settings: Settings) -> None:
                 raise
 
 
-def delete_namespaces_topics(base: Settings, namespaces: list[Settings]) -> int:
+def delete_namespaces_topics(base: Settings, namespaces: list[Settings], extra: list[str] | tuple[str, ...] = ()) -> int:
     """Delete every topic of the broker named `<app id>.<anything>` for one of `namespaces` (never a live
-    topic); return how many were deleted."""
+    topic), and the topics named in `extra` (a test's own topics); return how many were deleted."""
     from confluent_kafka.admin import AdminClient
 
+    from app.topics import topic_specs
+
     prefixes = tuple(f"{namespace.app_id}." for namespace in namespaces if not _is_live(namespace))
-    if not prefixes:
-        return 0
+    live = {spec.name for spec in topic_specs(Settings.from_env())}
     admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap})
-    names = [name for name in admin.list_topics(timeout=TOPICS_DELETE_TIMEOUT_S).topics if name.startswith(prefixes)]
+    listed = admin.list_topics(timeout=TOPICS_DELETE_TIMEOUT_S).topics
+    names = [name for name in listed if (prefixes and name.startswith(prefixes)) or name in extra]
+    names = [name for name in names if name not in live]
     for future in (admin.delete_topics(names, operation_timeout=TOPICS_DELETE_TIMEOUT_S).values() if names else ()):
         try:
             future.result()
