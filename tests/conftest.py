@@ -45,7 +45,8 @@ def stack(request, base_settings: Settings):
     with capture.global_and_fixture_disabled():
         started = local_stack.up(base_settings)
     bootstrap.migrate(base_settings)  # the live schema, for tests of `wallet init`'s own database
-    session = isolation.claim_redis_database(isolation.with_database(isolation.isolated_settings(base_settings, "session")))
+    session = isolation.isolated_settings(base_settings, "session")
+    session = isolation.claim_redis_database(isolation.with_database(session))
     yield replace(base_settings, mysql_dsn=session.mysql_dsn, mysql_replica_dsn=session.mysql_replica_dsn,
                   redis_url=session.redis_url)
     from tests.harness import CREATED_TOPICS, kill_leftover_workers

@@ -282,7 +282,8 @@ def delete_topics(settings: Settings) -> None:
                 raise
 
 
-def delete_namespaces_topics(base: Settings, namespaces: list[Settings], extra: list[str] | tuple[str, ...] = ()) -> int:
+def delete_namespaces_topics(base: Settings, namespaces: list[Settings],
+                             extra: list[str] | tuple[str, ...] = ()) -> int:
     """Delete every topic of the broker named `<app id>.<anything>` for one of `namespaces` (never a live
     topic), and the topics named in `extra` (a test's own topics); return how many were deleted."""
     from confluent_kafka.admin import AdminClient
