@@ -102,10 +102,14 @@ class WorkerProcess:
             fh.seek(self._log_offset)
             return fh.read().decode(errors="replace").splitlines()
 
+    def reported_ready(self) -> bool:
+        """Whether this start of the worker has logged "worker ready" (it may have died since)."""
+        return any('"worker ready"' in line for line in self.log_lines())
+
     def wait_ready(self) -> None:
         def ready() -> bool:
             # Ready first: a worker may report ready and then die on purpose (the crash test's failpoint).
-            if any('"worker ready"' in line for line in self.log_lines()):
+            if self.reported_ready():
                 return True
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n" + "\n".join(self.log_lines()[-40:]))

@@ -23,7 +23,8 @@ from app.domain import commands as c
 from app.domain import events as e
 from bench.workloads import crash_mix
 from tests.conftest import prepare_topics
-from tests.harness import Ledger, WorkerProcess, isolated_settings, read_topic, store_path, wait_for_async
+from tests.harness import (WORKER_READY_TIMEOUT_S, Ledger, WorkerProcess, isolated_settings, read_topic, store_path,
+                           wait_for, wait_for_async)
 from tests.system.ledger_checks import (assert_exactly_once, assert_stores_equal_replay_and_money_is_conserved,
                                         in_transit)
 
@@ -93,7 +94,12 @@ async def test_sigkill_during_load_loses_nothing_and_duplicates_nothing(stack):
     def restart(failpoint: bool) -> None:
         sends = rng.randint(*FAILPOINT_SENDS) if failpoint else 0
         worker.extra_env = {"WALLET_FAULT_KILL_AFTER_SENDS": str(sends)}
-        worker.start()
+        # A worker with the failpoint may die before it reports ready: each partition decides as soon as its
+        # own store is caught up (agents/handover.py), not once every partition's is.
+        worker.start(wait_ready=not failpoint)
+        if failpoint:
+            wait_for(lambda: worker.reported_ready() or not worker.alive(), WORKER_READY_TIMEOUT_S,
+                     "the worker to report ready or die at its failpoint", interval_s=0.2)
 
     restart(failpoint=True)
     sigkills = failpoint_kills = 0
