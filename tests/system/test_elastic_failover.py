@@ -15,6 +15,7 @@ import signal
 import time
 from collections import Counter
 
+from bench.workloads import crash_mix
 from tables.wallet_store import open_read_only
 from tests.conftest import prepare_topics
 from tests.harness import Ledger, WorkerProcess, isolated_settings, read_topic, wait_for_async
@@ -45,11 +46,10 @@ def _freshest_stores(settings) -> list:
     return chosen
 
 
-async def test_workers_joining_leaving_dying_and_pausing_under_load_lose_and_double_nothing(stack, monkeypatch):
-    monkeypatch.setattr(crash, "COMMANDS", COMMANDS)
+async def test_workers_joining_leaving_dying_and_pausing_under_load_lose_and_double_nothing(stack):
     settings = prepare_topics(isolated_settings(stack, "elastic-sys", processor_standby_replicas=1))
     rng = random.Random(SEED)
-    wallets, commands = crash.build_commands(rng)
+    wallets, commands = crash_mix(rng, COMMANDS, crash.WALLETS, "cr")  # the crash test's mix, 30,000 of it
     workers = [WorkerProcess(settings, ["processor"], instance=i) for i in range(WORKERS + 1)]
     for worker in workers[:WORKERS]:
         worker.start(wait_ready=False)
