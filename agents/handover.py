@@ -27,14 +27,13 @@ import logging
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from app import metrics
-from app.kafka import producer_options
 from agents.gauges import forget_gauges, publish_gauges
 from agents.membership import MemberInfo, Plan
 from agents.restore import catch_up
-from agents.transactions import AtLeastOnce
+from agents.transactions import AtLeastOnce, TransactionSlots, start_transaction_slots
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
@@ -206,16 +205,9 @@ class PartitionHandover:
             self._rebalance_started = 0.0
         self.ready.set()
 
-    async def _partition_producer(self, partition: int):
-        """The partition's transactional producer, started: starting it fences the previous owner and aborts
-        its open transaction, so the log is settled before the store is caught up from it."""
+    async def _partition_producer(self, partition: int) -> TransactionSlots:
+        """The partition's transactional producers, started: starting them fences the previous owner and
+        aborts its open transactions, so the log is settled before the store is caught up from it."""
         if self.settings.processing_guarantee != "exactly_once":
-            return AtLeastOnce(self._shared_producer, self._consumer)
-        # A transaction that starts right after the previous commit often hears CONCURRENT_TRANSACTIONS
-        # until the broker has written the commit markers (KAFKA-5477); aiokafka then sleeps
-        # retry_backoff_ms (default 100 ms) before retrying, which puts 100-200 ms on random commands.
-        producer = AIOKafkaProducer(**producer_options(
-            self.settings, transactional_id=f"{self.settings.app_id}-processor-p{partition}",
-            retry_backoff_ms=self.settings.transaction_retry_backoff_ms))
-        await producer.start()
-        return producer
+            return TransactionSlots([AtLeastOnce(self._shared_producer, self._consumer)])
+        return await start_transaction_slots(self.settings, partition)

@@ -58,7 +58,7 @@ from agents.hold_expiry import HoldExpiry
 from agents.membership import Plan, assignor_for
 from agents.retention import RetentionSweep
 from agents.standby import StandbyTailer
-from agents.transactions import Send, use_transaction_retry_backoff
+from agents.transactions import Send, TransactionSlots, use_transaction_retry_backoff
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.processor")
@@ -90,7 +90,7 @@ class Processor(PartitionHandover):
         self.state_root = settings.state_dir / "processor" / member_name
         self.stores: dict[int, PartitionStore] = {}  # owned and caught up: deciding
         self.local: dict[int, PartitionStore] = {}  # every open local store: owned, standby or warm
-        self.producers: dict[int, AIOKafkaProducer] = {}  # the fences held: deciding or catching up
+        self.producers: dict[int, TransactionSlots] = {}  # the fences held: deciding or catching up
         self.committed: dict[TopicPartition, int] = {}  # input offsets committed for the partitions deciding
         self.plan = Plan({}, {})
         self.standby = StandbyTailer(settings, self.events, self.local)
@@ -270,7 +270,7 @@ class Processor(PartitionHandover):
 
     async def _commit(self, partition: int, sends: list[Send], offsets: dict[TopicPartition, int]) -> None:
         """One transaction of `partition`'s producer: its outputs and its input offsets; then its store."""
-        producer = self.producers[partition]
+        producer = self.producers[partition].next()
         store = self.stores[partition]
         try:
             await producer.begin_transaction()

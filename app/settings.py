@@ -15,6 +15,9 @@ from app.errors import FoundationError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = frozenset({"exactly_once", "at_least_once"})
 EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
+# Transactional ids a partition's owner fences (agents/transactions.py): the most processor_transaction_slots
+# any version may use, so an owner with fewer slots still fences a zombie that used more.
+PROCESSOR_TRANSACTION_SLOTS_MAX = 4
 # Limits that only make sense above zero.
 _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "processor_gc_young_objects_max", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
@@ -121,6 +124,11 @@ class Settings:
     # The processor's back-off before retrying a transaction request the broker is not ready for
     # (CONCURRENT_TRANSACTIONS right after a commit): a few ms, not aiokafka's 100.
     transaction_retry_backoff_ms: int = 5
+    # Transactional producers per owned partition, used in turn: a partition's next transaction starts on
+    # the next one while the broker still writes the previous one's commit markers, instead of waiting them
+    # out (CONCURRENT_TRANSACTIONS). 2 halves a transaction's time; 1 is the one-producer design. Every
+    # owner fences all PROCESSOR_TRANSACTION_SLOTS_MAX ids of a partition, whatever this is (agents/transactions.py).
+    processor_transaction_slots: int = 2
     # Longest wait for a batch to fill before it is processed anyway.
     processor_batch_wait_ms: int = 20
     # Once a poll returned records, the longest wait for the fetch it starts (the records that arrived while
@@ -220,6 +228,9 @@ class Settings:
         for name in _NOT_NEGATIVE:
             if getattr(self, name) < 0:
                 raise SettingsError(f"WALLET_{name.upper()}={getattr(self, name)!r} must not be negative")
+        if not 1 <= self.processor_transaction_slots <= PROCESSOR_TRANSACTION_SLOTS_MAX:
+            raise SettingsError(f"WALLET_PROCESSOR_TRANSACTION_SLOTS={self.processor_transaction_slots!r} must be "
+                                f"between 1 and {PROCESSOR_TRANSACTION_SLOTS_MAX}")
         if self.processor_heartbeat_interval_ms >= self.processor_session_timeout_ms:
             raise SettingsError(f"WALLET_PROCESSOR_HEARTBEAT_INTERVAL_MS={self.processor_heartbeat_interval_ms} "
                                 f"must be below WALLET_PROCESSOR_SESSION_TIMEOUT_MS="
