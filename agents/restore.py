@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -51,6 +51,46 @@ def replay_event(store: PartitionStore, event: e.EventBase, value: bytes, finger
     else:
         store.stage_wallet(before, after, event.command_id)
     store.track(event, *gauge_deltas(event))
+
+
+def fold_records(store: PartitionStore, codec: EventCodec, records: Iterable, retention_start_ms: int) -> None:
+    """Fold committed event records of one partition (in offset order) into the store's staged changes, as
+    `replay_event` each, and move its offset marker past the last; the caller writes the store (`apply`).
+
+    The same changes as `replay_event` per record, with less work per event: the fingerprint header is found
+    without building a dict, the partition's figures are summed over the records and staged once (a figure
+    a record touched is written even when the sum is zero, as the owner's per-event staging writes it), and
+    the offset marker is set once. `evolve` still checks every event against its wallet (version continuity,
+    known holds): a corrupt log stops the fold."""
+    wallet, stage, stage_wallet = store.wallet, store.stage, store.stage_wallet
+    in_transit_minor: dict[str, int] = {}  # currency -> change, minor units
+    holds_open = 0
+    gauged = False
+    last = None
+    for record in records:
+        fingerprint = ""
+        for key, header in record.headers or ():
+            if key == FINGERPRINT_HEADER:
+                fingerprint = header.decode()
+        value = record.value
+        event = codec.decode(value)
+        before = wallet(event.wallet_id)
+        after = evolve(before, event)
+        if event.timestamp_ms >= retention_start_ms:
+            stage(before, after, event.command_id, event.timestamp_ms, fingerprint, value)
+        else:
+            stage_wallet(before, after, event.command_id)
+        in_transit_delta_minor, holds_open_delta = gauge_deltas(event)
+        if in_transit_delta_minor or holds_open_delta:
+            gauged = True
+            holds_open += holds_open_delta
+            if in_transit_delta_minor:
+                in_transit_minor[event.currency] = in_transit_minor.get(event.currency, 0) + in_transit_delta_minor
+        last = record
+    if gauged:
+        store.track_sums(in_transit_minor, holds_open)
+    if last is not None:
+        store.changes.events_offset = last.offset + 1
 
 
 def nothing_to_replay(start: int, end: int) -> bool:
@@ -97,11 +137,7 @@ async def catch_up(consumer: AIOKafkaConsumer, events_topic: str, codec: EventCo
             for tp, records in batch.items():
                 store = stores[tps[tp]]
                 for first in range(0, len(records), RESTORE_WRITE_EVERY):
-                    for record in records[first:first + RESTORE_WRITE_EVERY]:
-                        headers = dict(record.headers or ())
-                        replay_event(store, codec.decode(record.value), record.value,
-                                     headers.get(FINGERPRINT_HEADER, b"").decode(), retention_start_ms)
-                        store.changes.events_offset = record.offset + 1
+                    fold_records(store, codec, records[first:first + RESTORE_WRITE_EVERY], retention_start_ms)
                     store.apply()
                     pending[tp] += min(RESTORE_WRITE_EVERY, len(records) - first)
                     await asyncio.sleep(0)  # heartbeats, the other partitions' batches

@@ -2,7 +2,7 @@
 
 The group's plan (agents/membership.py) names `processor_standby_replicas` standby members per partition.
 A standby tails the partition of `wallet.events` (read_committed) and folds each event into its local store
-exactly as a restore does (agents/restore.py `replay_event`), writing the store once per fetched batch with
+exactly as a restore does (agents/restore.py `fold_records`), writing the store once per fetched batch with
 the offset marker. When the partition is assigned to this worker, the processor takes the store over and
 catches up the rest; the assignor prefers the warmest member, so that is usually this one.
 """
@@ -17,10 +17,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import identity, metrics
 from app.codec import EventCodec
-from app.intake import FINGERPRINT_HEADER
 from app.kafka import consumer_options
 from app.settings import Settings
-from agents.restore import replay_event
+from agents.restore import fold_records
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.standby")
@@ -104,13 +103,9 @@ class StandbyTailer:
             if tp.partition not in self.partitions:
                 continue  # released while the fetch was in flight: the owner path catches it up
             store = self._open_store(tp.partition)
-            for record in records:
-                if record.offset < store.events_offset:
-                    continue
-                headers = dict(record.headers or ())
-                replay_event(store, self.codec.decode(record.value), record.value,
-                             headers.get(FINGERPRINT_HEADER, b"").decode(), retention_start_ms)
-                store.changes.events_offset = record.offset + 1
+            start = store.events_offset
+            fold_records(store, self.codec, (record for record in records if record.offset >= start),
+                         retention_start_ms)
             store.apply()
 
     def close(self) -> None:
