@@ -15,7 +15,8 @@ next one, while the previous one's markers are written. What keeps this exactly-
   every output partition, and read_committed readers see them in that order.
 - **Input offsets never go back.** Each transaction commits the offsets after its batch. The group
   coordinator keeps, of two committed transactional offset commits, the one appended to its log last
-  (Kafka's GroupMetadata compares their log positions), whatever order the markers arrive in.
+  (Kafka 4's OffsetMetadataManager, like the older GroupMetadata, compares their records' log offsets),
+  whatever order the markers arrive in.
 - **Fencing.** Starting a transactional producer (InitProducerId) fences the id's previous holder and
   settles its open transaction. A new owner fences every id a partition's owner may have used,
   `PROCESSOR_TRANSACTION_SLOTS_MAX` of them, whatever its own setting is: it starts the ones it uses and stops
