@@ -119,9 +119,9 @@ async def start_transaction_slots(settings: Settings, partition: int) -> Transac
     """Fence every transactional id of `partition` and keep the first `processor_transaction_slots` started."""
     # Retries of a transaction request the broker is not ready for wait transaction_retry_backoff_ms, not
     # aiokafka's default 100 ms, which would put 100-200 ms on random commands.
-    producers = [AIOKafkaProducer(**producer_options(settings, transactional_id=transactional_id(settings.app_id, partition, slot),
-                                                     retry_backoff_ms=settings.transaction_retry_backoff_ms))
-                 for slot in range(PROCESSOR_TRANSACTION_SLOTS_MAX)]
+    producers = [AIOKafkaProducer(**producer_options(
+        settings, transactional_id=transactional_id(settings.app_id, partition, slot),
+        retry_backoff_ms=settings.transaction_retry_backoff_ms)) for slot in range(PROCESSOR_TRANSACTION_SLOTS_MAX)]
     used = settings.processor_transaction_slots
     try:
         await asyncio.gather(*(producer.start() for producer in producers))
