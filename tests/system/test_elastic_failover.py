@@ -19,12 +19,15 @@ from bench.workloads import crash_mix
 from tables.wallet_store import open_read_only
 from tests.conftest import prepare_topics
 from tests.harness import Ledger, WorkerProcess, isolated_settings, read_topic, wait_for_async
+from tests.integration.test_elastic_processing import owned
 from tests.system import test_crash_exactly_once as crash
 from tests.system.ledger_checks import assert_exactly_once, assert_stores_equal_replay_and_money_is_conserved
 
 COMMANDS = 30_000
 SEED = 11
 WORKERS = 3
+# Beyond the session timeout, how long the group may take to give a paused worker's partitions away.
+ZOMBIE_TAKEOVER_S = 60
 
 
 def _freshest_stores(settings) -> list:
@@ -77,7 +80,10 @@ async def test_workers_joining_leaving_dying_and_pausing_under_load_lose_and_dou
         await at(20)
         os.kill(workers[2].proc.pid, signal.SIGSTOP)  # a zombie: paused past its session
         steps.append("worker 2 SIGSTOPped")
-        await asyncio.sleep(session_s + 4)
+        # Paused until its session ended and the group gave its partitions (and the killed worker's) to the
+        # live worker: only then is it a zombie whose late writes must be fenced.
+        await wait_for_async(lambda: asyncio.to_thread(lambda: owned(settings, 3) == settings.partitions),
+                             session_s + ZOMBIE_TAKEOVER_S, "the live worker to own every partition")
         os.kill(workers[2].proc.pid, signal.SIGCONT)
         steps.append("worker 2 SIGCONTed")
         poison = await sending

@@ -17,7 +17,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import prepare_topics
-from tests.harness import WorkerProcess, http_json, isolated_settings, new_id, wait_for
+from tests.harness import WorkerProcess, http_json, isolated_settings, new_id, wait_for, wait_for_async
 
 RATE_PER_S = 200
 DURATION_S = 30
@@ -25,6 +25,8 @@ WALLETS = 20
 # A request is retried (same key) until it gets a 200 or this much time passed since it was first sent.
 REQUEST_DEADLINE_S = 60
 WAIT_S = 90
+# Deposits answered between two restarts (2 s of the load): each restart lands while writes flow and succeed.
+ANSWERED_BETWEEN_RESTARTS = 2 * RATE_PER_S
 
 
 def _owned(settings, instance: int) -> int:
@@ -89,9 +91,18 @@ async def test_every_http_write_succeeds_while_each_processor_worker_is_restarte
                 requests.append(asyncio.create_task(_deposit_until_200(session, base, wallet_id)))
                 await asyncio.sleep(max(0.0, started + (n + 1) / RATE_PER_S - time.monotonic()))
 
+        def answered() -> int:
+            return sum(request.done() for request in requests)
+
         loading = asyncio.create_task(load())
-        for worker in processors:  # the rolling restart
-            await asyncio.sleep(4)
+        for worker in processors:  # the rolling restart, each after deposits were answered since the last
+            target = answered() + ANSWERED_BETWEEN_RESTARTS
+
+            async def enough_answered() -> bool:
+                return answered() >= target
+            await wait_for_async(enough_answered, WAIT_S,
+                                 f"{ANSWERED_BETWEEN_RESTARTS} deposits answered before the next restart")
+            assert not loading.done(), "every restart must land while deposits flow"
             assert await asyncio.to_thread(worker.stop) == 0
             await asyncio.to_thread(worker.start, False)
             await asyncio.to_thread(wait_for, all_owned, WAIT_S, "every partition owned again after a restart")

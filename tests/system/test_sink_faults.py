@@ -99,6 +99,14 @@ class Flow:
             self.sent += 1
             await asyncio.sleep(1 / RATE_PER_S)
 
+    async def sent_more(self, count: int) -> None:
+        """Return once `count` more commands than now were sent (bounded: CATCH_UP_S)."""
+        target = self.sent + count
+
+        async def reached() -> bool:
+            return self.sent >= target
+        await wait_for_async(reached, CATCH_UP_S, f"{count} more commands to be sent")
+
     def __enter__(self) -> "Flow":
         self._task = asyncio.create_task(self._run())
         return self
@@ -172,7 +180,7 @@ async def test_mariadb_stopped_30_s_while_commands_flow_then_the_sink_catches_up
             with Flow(ledger, wallets) as flow:
                 await wait_for_async(lambda: mysql_matches_the_log(settings), CATCH_UP_S, "the first events in MySQL")
                 await _outage(settings, "mariadb", sinks, flow)
-                await asyncio.sleep(1)  # more commands after the restart
+                await flow.sent_more(RATE_PER_S)  # more commands after the restart
                 await flow.stop()
         await wait_for_async(lambda: mysql_matches_the_log(settings), CATCH_UP_S,
                              "MySQL to equal the event log after the outage", interval_s=0.5)
@@ -189,7 +197,7 @@ async def test_redis_stopped_30_s_while_commands_flow_then_the_sink_catches_up_w
             with Flow(ledger, wallets) as flow:
                 await wait_for_async(lambda: redis_matches_the_log(settings), CATCH_UP_S, "Redis to be current")
                 await _outage(settings, "redis", sinks, flow)
-                await asyncio.sleep(1)
+                await flow.sent_more(RATE_PER_S)  # more commands after the restart
                 await flow.stop()
         await wait_for_async(lambda: redis_matches_the_log(settings), CATCH_UP_S,
                              "Redis to equal a replay of the log after the outage", interval_s=0.5)
