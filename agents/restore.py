@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import identity
 from app.codec import EventCodec
-from app.domain import events as e
 from app.domain.ledger import evolve
 from app.intake import FINGERPRINT_HEADER
 from agents.gauges import gauge_deltas
@@ -41,26 +40,15 @@ RESTORE_FETCH_RECORDS_MAX = 5000
 RESTORE_FETCH_WAIT_MS = 10
 
 
-def replay_event(store: PartitionStore, event: e.EventBase, value: bytes, fingerprint: str,
-                 retention_start_ms: int) -> None:
-    """Fold one committed event into the store's staged changes (its seen-marker while retained)."""
-    before = store.wallet(event.wallet_id)
-    after = evolve(before, event)
-    if event.timestamp_ms >= retention_start_ms:
-        store.stage(before, after, event.command_id, event.timestamp_ms, fingerprint, value)
-    else:
-        store.stage_wallet(before, after, event.command_id)
-    store.track(event, *gauge_deltas(event))
-
-
 def fold_records(store: PartitionStore, codec: EventCodec, records: Iterable, retention_start_ms: int) -> None:
-    """Fold committed event records of one partition (in offset order) into the store's staged changes, as
-    `replay_event` each, and move its offset marker past the last; the caller writes the store (`apply`).
+    """Fold committed event records of one partition (in offset order) into the store's staged changes, and
+    move its offset marker past the last; the caller writes the store (`apply`).
 
-    The same changes as `replay_event` per record, with less work per event: the fingerprint header is found
-    without building a dict, the partition's figures are summed over the records and staged once (a figure
-    a record touched is written even when the sum is zero, as the owner's per-event staging writes it), and
-    the offset marker is set once. `evolve` still checks every event against its wallet (version continuity,
+    Per record: the wallet evolved by the event, and its seen-command marker (decision time, fingerprint
+    header, the event's bytes) while it is inside the retention window. The fingerprint header is found
+    without building a dict, the partition's figures are summed over the records and staged once (a figure a
+    record touched is written even when the sum is zero, as the owner's per-event staging writes it), and the
+    offset marker is set once. `evolve` still checks every event against its wallet (version continuity,
     known holds): a corrupt log stops the fold."""
     wallet, stage, stage_wallet = store.wallet, store.stage, store.stage_wallet
     in_transit_minor: dict[str, int] = {}  # currency -> change, minor units

@@ -2,7 +2,7 @@
 
 The machine plays a processor without Kafka: commands go through the real intake (`app.intake.validate`),
 deduplication and decision (`agents.deciding`), retention sweep (`agents.retention`), hold-expiry timer
-(`agents.hold_expiry`) and restore (`agents.restore.replay_event`) against a real RocksDB store. The event log
+(`agents.hold_expiry`) and restore (`agents.restore.fold_records`) against a real RocksDB store. The event log
 is a list; a commit appends a batch's events and writes the store, a crash loses the uncommitted batch, a
 restart reopens (or wipes) the store and replays the log from its marker. Public ids are drawn to look like
 every internal id form, and producer timestamps range from 1970 to the far future.
@@ -11,6 +11,7 @@ every internal id form, and producer timestamps range from 1970 to the far futur
 from __future__ import annotations
 
 import pickle
+from collections import namedtuple
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,17 +22,25 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from agents.deciding import decide_command
 from agents.hold_expiry import HoldExpiry
-from agents.restore import replay_event
+from agents.restore import fold_records
 from agents.retention import sweep
 from app import identity
 from app.codec import CodecError
 from app.domain import commands as c
 from app.domain import events as e
 from app.domain.limits import Limits
-from app.intake import validate
+from app.intake import FINGERPRINT_HEADER, validate
 from tables.wallet_store import PartitionStore
 
 RETENTION_S = 10
+# A consumer record as the fold reads it (aiokafka's ConsumerRecord has these attributes).
+Record = namedtuple("Record", "offset value headers")
+
+
+class PickleCodec:
+    """The machine's wire format: events are pickled (decide_command's `encode` here is pickle.dumps)."""
+
+    decode = staticmethod(pickle.loads)
 START_MS = 1_800_000_000_000
 WALLETS = ("wa", "wb")
 TIMESTAMPS = st.sampled_from([0, 1, START_MS - 8 * 24 * 3600 * 1000, START_MS, START_MS + 365 * 24 * 3600 * 1000,
@@ -115,10 +124,9 @@ class IdentityMachine(RuleBasedStateMachine):
             shutil.rmtree(self.root / "p0")
         self.store = PartitionStore(self.root / "p0")
         retention_start_ms = identity.retention_start_ms(self.now_ms, RETENTION_S)
-        for offset in range(self.store.events_offset, len(self.log)):
-            event, value, digest = self.log[offset]
-            replay_event(self.store, event, value, digest, retention_start_ms)
-            self.store.changes.events_offset = offset + 1
+        records = [Record(offset, value, ((FINGERPRINT_HEADER, digest.encode()),))
+                   for offset, (_, value, digest) in enumerate(self.log) if offset >= self.store.events_offset]
+        fold_records(self.store, PickleCodec(), records, retention_start_ms)
         self.store.apply()
 
     @rule(ms=st.sampled_from([1, 500, RETENTION_S * 1000 - 1, RETENTION_S * 1000, RETENTION_S * 1000 + 1]))
