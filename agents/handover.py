@@ -10,7 +10,8 @@ set. Neither callback sends a heartbeat while the assign callback runs, so both 
   assigned stop their producer (their store stays open as a warm copy, agents/standby.py). Each new
   partition is paused first (no fetch, no decision), then its transactional producer is started: that
   fences the previous owner and settles its open transaction. The catch-up of the new partitions' stores to
-  the end of `wallet.events` runs as a task after the callback (agents/restore.py); each partition is
+  the end of `wallet.events` runs as a task after the callback (agents/restore.py; a store far behind is
+  first replayed in a child process, agents/restore_process.py); each partition is
   resumed, from the input offsets committed after the fence, once its store is there. Meanwhile heartbeats
   go on, the other partitions keep deciding, and strong reads of it answer 421 (not caught up).
 "Held in the generation just before" means the group generation now is the one this member last held its
@@ -33,6 +34,7 @@ from app import metrics
 from agents.gauges import forget_gauges, publish_gauges
 from agents.membership import MemberInfo, Plan
 from agents.restore import catch_up
+from agents.restore_process import restore_far_behind
 from agents.transactions import AtLeastOnce, TransactionSlots, start_transaction_slots
 from tables.wallet_store import PartitionStore
 
@@ -97,9 +99,12 @@ class PartitionHandover:
         self.standby.follow({p for p, names in plan.standbys.items()
                              if self.member_name in names and plan.owners.get(p) != self.member_name})
 
+    def _store_folder(self, partition: int) -> Path:
+        return self.state_root / f"p{partition}"
+
     def _store(self, partition: int) -> PartitionStore:
         if partition not in self.local:
-            self.local[partition] = PartitionStore(self.state_root / f"p{partition}")
+            self.local[partition] = PartitionStore(self._store_folder(partition))
         return self.local[partition]
 
     def _input_partitions(self, partitions) -> list[TopicPartition]:
@@ -186,6 +191,9 @@ class PartitionHandover:
                 publish_gauges([(partition, store)])
                 log.info("partition assigned", extra={"partition": partition, "member": self.member_name})
 
+        # Far behind (a cold takeover): a child process per partition replays most of it on a core of its own.
+        await restore_far_behind(self.settings, self._restore_consumer, partitions, self.local, self._store,
+                                 self._store_folder)
         await catch_up(self._restore_consumer, self.settings.events_topic, self.events,
                        {p: self._store(p) for p in partitions}, self.settings.command_retention_s, caught_up)
         async with self._lock:

@@ -25,13 +25,13 @@ _POSITIVE = ("partitions", "http_listen_backlog", "topic_replication_factor", "a
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
              "transfer_in_transit_max_s", "transfer_in_transit_poll_interval_s",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_session_timeout_ms",
-             "processor_heartbeat_interval_ms",
+             "processor_heartbeat_interval_ms", "restore_process_min_events",
              "processor_max_poll_interval_ms", "processor_workers",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
 # Limits where 0 means "none" (no wait).
-_NOT_NEGATIVE = ("processor_batch_fill_ms", "command_publish_linger_ms")
+_NOT_NEGATIVE = ("processor_batch_fill_ms", "command_publish_linger_ms", "restore_processes_max")
 
 
 class SettingsError(FoundationError, ValueError):
@@ -192,6 +192,12 @@ class Settings:
     # The longest one batch may take between two polls before the member is considered stuck and its
     # partitions move (a new partition's catch-up runs beside the polls, agents/restore.py).
     processor_max_poll_interval_ms: int = 300_000
+    # A partition whose store is at least this many events behind wallet.events when it is assigned (a cold
+    # takeover) is caught up in a child process, a core of its own (agents/restore_process.py), before the
+    # worker replays what is left itself; below it, a child's start-up (about a second) costs more than it saves.
+    restore_process_min_events: int = 50_000
+    # Child restore processes at a time, one partition each; 0: every catch-up runs in the worker's process.
+    restore_processes_max: int = 2
     # Processor workers `make run` / `wallet run` starts (each a group member with its own store folder).
     processor_workers: int = 1
 

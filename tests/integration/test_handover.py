@@ -18,7 +18,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.domain import commands as c
@@ -27,6 +30,7 @@ from app.domain.ledger import decide_and_evolve
 from app.intake import FINGERPRINT_HEADER, fingerprint
 from app.kafka import RecordBatches, consumer_options, partition_for, producer_options
 from tables.document import TABLE_PATH
+from tables.wallet_store import PartitionStore
 from tests.conftest import prepare_topics
 from tests.harness import Ledger, WorkerProcess, isolated_settings, new_id, now_ms, store_path, wait_for, \
     wait_for_async
@@ -153,8 +157,10 @@ def _first_assigned_at(worker: WorkerProcess, partition: int, after_s: float) ->
                  and int(line["partition"]) == partition and line["ts"] >= after_s), None)
 
 
-async def test_a_long_catch_up_leaves_the_kept_partitions_deciding_and_the_worker_in_the_group(stack):
-    settings = _settings(stack, "catchup")
+@pytest.mark.parametrize("restore_processes_max", [0, 1], ids=["in-the-worker", "in-a-child-process"])
+async def test_a_long_catch_up_leaves_the_kept_partitions_deciding_and_the_worker_in_the_group(stack,
+                                                                                             restore_processes_max):
+    settings = replace(_settings(stack, "catchup"), restore_processes_max=restore_processes_max)
     history = _wallets_on(HISTORY_PARTITION, HISTORY_EVENTS, settings.partitions, "hist")
     live = {p: _wallets_on(p, LIVE_WALLETS_PER_PARTITION, settings.partitions, "live")
             for p in range(settings.partitions)}
@@ -250,5 +256,73 @@ async def test_a_partition_that_moved_away_and_came_back_is_caught_up_before_it_
     assert max(counts.values()) == 1, [cid for cid, n in counts.items() if n > 1][:5]
     last = {ev.wallet_id: ev for ev in events}
     assert {last[w].balance_after_minor for w in wallets} == {300}
+    assert_stores_equal_replay_and_money_is_conserved(
+        events, [store_path(settings, p, instance=0) for p in range(settings.partitions)])
+
+
+def _restore_children(worker: WorkerProcess, partition: int) -> list[int]:
+    """Pids of the child restore processes the worker's log says it started for `partition` since it started."""
+    if not worker.log_path.exists():
+        return []
+    return [int(line["pid"]) for line in _log(worker)
+            if line.get("msg") == "restore process started" and int(line["partition"]) == partition]
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _store_marker(settings, partition: int, instance: int) -> int:
+    """The events offset the worker's store of `partition` reflects, read from its folder (no worker on it)."""
+    store = PartitionStore(store_path(settings, partition, instance))
+    try:
+        return store.events_offset
+    finally:
+        store.close()
+
+
+async def test_a_cold_catch_up_runs_in_a_child_process_that_ends_with_its_worker(stack):
+    """A store far behind the log is replayed by a child process (agents/restore_process.py). Killed with its
+    worker (SIGKILL: the kernel's parent-death signal) or stopped with it (SIGTERM: the worker kills and reaps
+    it), it leaves a store behind, never torn, which the next worker's child finishes."""
+    settings = replace(_settings(stack, "childrestore"), restore_process_min_events=HISTORY_EVENTS // 4)
+    history = _wallets_on(HISTORY_PARTITION, HISTORY_EVENTS, settings.partitions, "hist")
+    worker = WorkerProcess(settings, ["processor"], instance=0)
+    async with Ledger(settings) as ledger:
+        await _write_history(settings, ledger, history)
+        for stop in ("SIGKILL", "SIGTERM"):
+            worker.start(wait_ready=False)
+            pid = wait_for(lambda: (_restore_children(worker, HISTORY_PARTITION) or [None])[0], WAIT_S,
+                           "the worker to start a restore process for the history's partition", 0.05)
+            assert _running(pid) and "agents.restore_process" in Path(f"/proc/{pid}/cmdline").read_text()
+            if stop == "SIGKILL":
+                worker.kill()  # the worker's process group: the child has a session of its own
+            else:
+                assert worker.stop() == 0, "a worker stopped during a child restore should exit cleanly"
+                assert any(line.get("msg") == "restore process stopped" and line["pid"] == pid for line in _log(worker))
+            wait_for(lambda: not _running(pid), WAIT_S, f"the restore process to end with its worker ({stop})", 0.05)
+            # Interrupted, not finished: the store stopped part-way, at a slice its marker names.
+            assert _store_marker(settings, HISTORY_PARTITION, 0) < HISTORY_EVENTS, stop
+
+        worker.start()  # a third time: its child finishes the history
+        assert len(_restore_children(worker, HISTORY_PARTITION)) == 1
+        finished = [line for line in _log(worker) if line.get("msg") == "restore process finished"]
+        assert [int(line["partition"]) for line in finished] == [HISTORY_PARTITION]
+        deposits = _deposits(history[:50], 1)
+        await ledger.send(*deposits)
+        await _outcomes(ledger, {cmd.command_id for cmd in deposits})
+        events = await ledger.read_all(settings.events_topic)
+    assert worker.stop() == 0
+
+    counts = Counter(ev.command_id for ev in events)
+    assert max(counts.values()) == 1, [cid for cid, n in counts.items() if n > 1][:5]
+    by_command = {ev.command_id: ev for ev in events}
+    for cmd in deposits:  # decided on the restored store: the history's wallets exist there
+        assert isinstance(by_command[cmd.command_id], e.Deposited), by_command[cmd.command_id]
     assert_stores_equal_replay_and_money_is_conserved(
         events, [store_path(settings, p, instance=0) for p in range(settings.partitions)])
