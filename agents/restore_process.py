@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.errors import AgentError
 from agents.restore import catch_up
 from app import logs
-from app.codec import EventCodec, SchemaRegistry, ledger_schemas
+from app.codec import EventCodec, SchemaRegistry
 from app.kafka import consumer_options
 from app.settings import Settings
 from tables.wallet_store import PartitionStore
@@ -51,9 +51,6 @@ log = logging.getLogger("wallet.processor")
 
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent thread dies
 PARENT_PID_VARIABLE = "RESTORE_PARENT_PID"  # the worker's pid, set for the child: was it gone before prctl?
-# The longest the child waits for its Kafka consumer to close after the store is closed: the store is
-# what matters, the consumer holds no group and no offsets.
-CONSUMER_STOP_TIMEOUT_S = 5.0
 
 
 class RestoreProcessFailed(AgentError):
@@ -125,9 +122,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _restore(settings: Settings, partition: int, folder: Path) -> None:
+    """Replay the partition into the store at `folder`, close the store, and end the process."""
     registry = await asyncio.to_thread(SchemaRegistry.for_settings, settings)
-    await registry.register_waiting(ledger_schemas(settings))  # the worker registered them: no write, ids only
-    codec = await asyncio.to_thread(EventCodec, registry, settings.events_topic)
+    codec = await asyncio.to_thread(EventCodec, registry, settings.events_topic)  # registered by the worker
     consumer = AIOKafkaConsumer(**consumer_options(settings, None))
     await consumer.start()
     store = PartitionStore(folder)
@@ -136,11 +133,11 @@ async def _restore(settings: Settings, partition: int, folder: Path) -> None:
                        _nothing)
     finally:
         store.close()
-        try:
-            async with asyncio.timeout(CONSUMER_STOP_TIMEOUT_S):
-                await consumer.stop()
-        except TimeoutError:
-            log.warning("restore consumer did not stop in time", extra={"partition": partition})
+    # Done: the store is closed and written. The consumer holds no group and no offsets, so nothing is lost by
+    # not stopping it, and stopping an aiokafka consumer right after a catch-up has taken seconds to minutes
+    # (docs/BENCHMARKS.md, Failover, "the fold"): the process ends here instead.
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _nothing(partition: int) -> None:
