@@ -401,3 +401,18 @@ TestIdentity.settings = settings(
     derandomize=True,  # the same examples on every run: a CI run cannot flake
     database=None,  # write no .hypothesis directory into the repository
 )
+
+
+def test_a_hold_placed_under_an_id_the_sweep_forgot_expires_again() -> None:
+    """A placing command id may name a new placement once the sweep forgot it, while the release that expired
+    its first placement is still remembered: the second placement must get a release of its own (it stayed
+    open for ever when the release id was `~expire/<wallet>/<placing command id>`)."""
+    machine = IdentityMachine()
+    try:
+        machine.seed_history()
+        machine.the_hold_h_is_placed_and_expires("p1", RETENTION_MS + 1)  # expired and released; p1 forgotten
+        assert machine.store.seen_command("p1") is None
+        machine.the_hold_h_is_placed_and_expires("p1", 1)  # the timer asserts the hold was released
+        assert machine.store.committed_wallet("wa").holds == ()
+    finally:
+        machine.teardown()
