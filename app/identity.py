@@ -11,8 +11,11 @@ while it remembers it. Three namespaces share that space, and none can reach ano
   their cause, so each cause gets its own id:
   - `~credit/<source_wallet_id>/<transfer_id>`: the credit leg of a transfer,
   - `~refund/<source_wallet_id>/<transfer_id>`: the refund leg of a transfer the destination refused,
-  - `~expire/<wallet_id>/<placing_command_id>`: the release of an expired hold. A hold id placed twice
-    (after a release or capture) expires twice, once per placing command.
+  - `~expire/<wallet_id>/<hold_id>:<expires_at_ms>`: the release of an expired hold, one per placement. A
+    hold id is open at most once at a time and a new placement must expire after now, so later than any
+    earlier placement's release: no two placements share the id, even when a producer reuses a placing
+    command id the sweep forgot (the placing command's id did not name a placement: its release id outlived
+    it by the time the hold was open).
   A public command whose id starts with `~` is refused (`RESERVED_COMMAND_ID`): over Kafka to the DLQ, over
   HTTP with a 400.
 
@@ -73,9 +76,9 @@ def refund_command_id(source_wallet_id: str, transfer_id: str) -> str:
     return f"~{REFUND}/{source_wallet_id}/{transfer_id}"
 
 
-def expiry_command_id(wallet_id: str, placing_command_id: str) -> str:
-    """The expiry release's id: one per hold placement (the command that placed it), not per hold id."""
-    return f"~{EXPIRE}/{wallet_id}/{placing_command_id}"
+def expiry_command_id(wallet_id: str, hold_id: str, expires_at_ms: int) -> str:
+    """The expiry release's id: one per hold placement (its hold id and expiry time, ms), not per hold id."""
+    return f"~{EXPIRE}/{wallet_id}/{hold_id}:{expires_at_ms}"
 
 
 def http_command_id(key_id: str, idempotency_key: str) -> str:
@@ -106,7 +109,7 @@ def check_internal(command_id: str, cause: str, wallet_id: str, cause_id: str | 
     found = INTERNAL_COMMAND_ID_RE.fullmatch(command_id)
     if found is None or found["cause"] != cause or found["wallet_id"] != wallet_id or (
             cause_id is not None and found["cause_id"] != cause_id):
-        expected = f"~{cause}/{wallet_id}/{cause_id if cause_id is not None else '<placing command id>'}"
+        expected = f"~{cause}/{wallet_id}/{cause_id if cause_id is not None else '<hold id>:<expires_at_ms>'}"
         raise IdentityRefused(INTERNAL_ID_MISMATCH, f"an internal {cause} command must have the id {expected}")
 
 

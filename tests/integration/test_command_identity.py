@@ -128,7 +128,7 @@ async def test_a_hold_id_placed_again_expires_again(ledger):
         place = c.PlaceHold(command_id=new_id(f"place{placement}"), wallet_id=wallet_id, timestamp_ms=now_ms(),
                             hold_id="reused", amount_minor=1_000, currency="EUR", expires_at_ms=now_ms() + 1_000)
         await ledger.send(place)
-        released = await wait_event(ledger, wallet_id, identity.expiry_command_id(wallet_id, place.command_id))
+        released = await wait_event(ledger, wallet_id, identity.expiry_command_id(wallet_id, place.hold_id, place.expires_at_ms))
         assert isinstance(released, e.HoldReleased) and released.reason == "EXPIRED"
         assert released.held_after_minor == 0
 

@@ -136,7 +136,7 @@ async def test_holds_capture_partially_release_and_expire(settings, ledger):
     released = await wait_outcome(ledger, wallet_id, release.command_id)
     assert isinstance(released, e.HoldReleased) and released.held_after_minor == 1_000
 
-    expired = await wait_outcome(ledger, wallet_id, identity.expiry_command_id(wallet_id, place[2].command_id))
+    expired = await wait_outcome(ledger, wallet_id, identity.expiry_command_id(wallet_id, place[2].hold_id, place[2].expires_at_ms))
     assert isinstance(expired, e.HoldReleased) and expired.reason == "EXPIRED"
     assert (expired.held_after_minor, expired.available_after_minor) == (0, 9_600)
 

@@ -66,7 +66,7 @@ def one_command_of_each_kind() -> list[CommandBase]:
                     expires_at_ms=NOW_MS + 60_000),
         c.CaptureHold(command_id="c-cap-part", **envelope, hold_id="h1", amount_minor=100),
         c.CaptureHold(command_id="c-cap-all", **envelope, hold_id="h1", amount_minor=None),
-        c.ReleaseHold(command_id=identity.expiry_command_id("w1", "c-hold"), **envelope, hold_id="h1",
+        c.ReleaseHold(command_id=identity.expiry_command_id("w1", "h1", NOW_MS + 60_000), **envelope, hold_id="h1",
                       reason=c.EXPIRED_REASON),
         c.Freeze(command_id="c-freeze", **envelope, reason="fraud review"),
         c.Unfreeze(command_id="c-unfreeze", **envelope),

@@ -228,7 +228,7 @@ def test_command_catalogue_lists_every_kind_and_the_internal_legs() -> None:
 def test_leg_command_ids_are_derived_deterministically() -> None:
     assert credit_command_id("w0", "t-1") == "~credit/w0/t-1"
     assert refund_command_id("w0", "t-1") == "~refund/w0/t-1"
-    assert expiry_command_id("w1", "c-hold") == "~expire/w1/c-hold"
+    assert expiry_command_id("w1", "h-1", 1_700_000_000_000) == "~expire/w1/h-1:1700000000000"
     assert (
         Transfer(
             command_id="t-1", wallet_id="w1", timestamp_ms=0, destination_wallet_id="w2", amount_minor=1, currency="EUR"

@@ -346,13 +346,13 @@ class WalletLedgerMachine(RuleBasedStateMachine):
     @rule()
     def timer_releases_expired_holds(self) -> None:
         expired = [
-            (wallet_id, hold.hold_id)
+            (wallet_id, hold.hold_id, hold.expires_at_ms)
             for wallet_id, state in sorted(self.states.items())
             for hold in state.holds
             if hold.expires_at_ms <= self.now_ms
         ]
-        for wallet_id, hold_id in expired:
-            command_id = expiry_command_id(wallet_id, hold_id)
+        for wallet_id, hold_id, expires_at_ms in expired:
+            command_id = expiry_command_id(wallet_id, hold_id, expires_at_ms)
             event = self.send(ReleaseHold, wallet_id, command_id=command_id, hold_id=hold_id, reason=EXPIRED_REASON)
             assert isinstance(event, HoldReleased)
             # A timer firing twice for the same hold is harmless.

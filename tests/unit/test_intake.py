@@ -91,7 +91,7 @@ def test_public_kind_is_accepted_on_the_public_topic_and_refused_on_the_internal
 
 
 def test_expiry_release_under_its_internal_id_is_accepted_on_the_internal_topic_only() -> None:
-    release = c.ReleaseHold(command_id=identity.expiry_command_id(WALLET, "c-hold"), wallet_id=WALLET,
+    release = c.ReleaseHold(command_id=identity.expiry_command_id(WALLET, "h1", NOW_MS), wallet_id=WALLET,
                             timestamp_ms=NOW_MS, hold_id="h1", reason="EXPIRED")
     validate(release, KEY, public=False)
     assert refusal_code(release, public=True) == identity.RESERVED_COMMAND_ID
