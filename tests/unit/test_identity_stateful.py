@@ -16,9 +16,6 @@ The scenario that matters most, "the store is wiped, restored from the log, and 
 is a rule of its own (`wipe_restore_and_resend_everything`), so every example reaches it, and the producers'
 commands are kept in a bundle the re-send rules draw from.
 
-The relay keeps up with the clock here (every leg is decided before the clock moves): a leg decided after the
-sweep forgot its transfer's id collides with a reused transfer id, a known bug kept as a strict xfail below.
-
 Scratch mutations this machine fails on (each run twice, the unmutated code passing; none is committed):
 - restore writes no seen-marker (agents/restore.py `fold_records` stages the wallet only)
 - restore keeps the markers outside the retention window instead of inside it (inverted window test)
@@ -49,7 +46,6 @@ from pathlib import Path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, precondition, rule
-import pytest
 
 from agents.deciding import Decision, decide_command
 from agents.hold_expiry import EXPIRY_SCAN_INTERVAL_S, HoldExpiry
@@ -250,7 +246,6 @@ class IdentityMachine(RuleBasedStateMachine):
 
     @rule(ms=CLOCK_STEPS_MS)
     def clock_advances(self, ms: int) -> None:
-        self._relay_keeps_up()
         self.now_ms += ms
         self.monotonic_s += ms / 1000
 
@@ -317,14 +312,6 @@ class IdentityMachine(RuleBasedStateMachine):
         self.commit()
 
     # ------------------------------------------------------------ the internal topic
-
-    def _relay_keeps_up(self) -> None:
-        """Every leg is decided before the clock moves on. A leg decided later than its transfer outlives the
-        transfer's id in the store, and a transfer id reused in between collides with it: the known bug
-        `test_a_transfer_id_reused_while_its_credit_leg_is_remembered_keeps_its_money_in_transit`."""
-        self.commit()
-        while self.legs:
-            self.relay_delivers_legs(resend=False)
 
     @precondition(lambda self: self.legs)
     @rule(resend=st.booleans())
@@ -446,13 +433,11 @@ def test_a_hold_placed_under_an_id_the_sweep_forgot_expires_again() -> None:
         machine.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, not fixed here: a credit leg's id names the transfer id, which the "
-                                       "sweep may forget before the leg's own id")
-def test_a_transfer_id_reused_while_its_credit_leg_is_remembered_keeps_its_money_in_transit() -> None:
+def test_a_transfer_id_reused_while_its_first_credit_leg_is_remembered_is_credited_again() -> None:
     """Transfer `t1` is decided, the clock passes the retention before its credit leg is decided (the legs topic
-    lags), the sweep forgets `t1` and a producer sends `t1` again: a new debit whose credit leg has the id
-    `~credit/wa/t1` of the first one, decided moments ago. It is a duplicate (same body) and the money of the
-    second debit stays in transit for ever (with another amount it is a conflict: the DLQ)."""
+    lags), the sweep forgets `t1` and a producer sends `t1` again: a new debit, whose credit leg must not be taken
+    for the first one's (decided moments ago). When a leg's id was `~credit/<source>/<transfer id>` it was a
+    duplicate (same body) and the second debit's money stayed in transit for ever (another amount: the DLQ)."""
     machine = IdentityMachine()
     try:
         machine.seed_history()  # t1 is decided, its credit leg is on the legs topic
