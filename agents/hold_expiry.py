@@ -2,9 +2,10 @@
 
 It scans each owned store's expiry index (`h/<expires_at_ms>/...`, tables/wallet_store.py) at most every
 `EXPIRY_SCAN_INTERVAL_S` and publishes a `ReleaseHold(reason="EXPIRED")` per due hold in the next
-transaction. The release's id names the placement, by hold id and expiry time (app/identity.py `expiry_command_id`), so a
-repeated scan is deduplicated by the processor and a hold id placed again later expires again. Delivery is at-least-once;
-the domain refuses an expiry release for a hold that has not expired (`HOLD_NOT_EXPIRED`).
+transaction. The release's id names the placement, by hold id and expiry time (app/identity.py
+`expiry_command_id`), so a repeated scan is deduplicated by the processor and a hold id placed again later
+expires again. Delivery is at-least-once; the domain refuses an expiry release for a hold that has not
+expired (`HOLD_NOT_EXPIRED`).
 """
 
 from __future__ import annotations

@@ -312,7 +312,7 @@ class WalletLedgerMachine(RuleBasedStateMachine):
         event = self.send(
             TransferCredit,
             debited.destination_wallet_id,
-            command_id=credit_command_id(debited.wallet_id, debited.transfer_id),
+            command_id=credit_command_id(debited.wallet_id, debited.transfer_id, debited.timestamp_ms),
             transfer_id=debited.transfer_id,
             source_wallet_id=debited.wallet_id,
             amount_minor=debited.amount_minor,
@@ -333,7 +333,7 @@ class WalletLedgerMachine(RuleBasedStateMachine):
         event = self.send(
             TransferRefund,
             debited.wallet_id,
-            command_id=refund_command_id(debited.wallet_id, debited.transfer_id),
+            command_id=refund_command_id(debited.wallet_id, debited.transfer_id, debited.timestamp_ms),
             transfer_id=debited.transfer_id,
             destination_wallet_id=debited.destination_wallet_id,
             amount_minor=debited.amount_minor,

@@ -89,7 +89,8 @@ def _lookalike_ids() -> st.SearchStrategy[str]:
     return st.one_of(
         st.builds(lambda t: f"{t}:credit", tail), st.builds(lambda t: f"{t}:refund", tail),
         st.builds(lambda w, t: f"{w}:{t}:expire", wallet, tail),
-        st.builds(identity.credit_command_id, wallet, tail), st.builds(identity.refund_command_id, wallet, tail),
+        st.builds(identity.credit_command_id, wallet, tail, st.just(START_MS)),
+        st.builds(identity.refund_command_id, wallet, tail, st.just(START_MS)),
         st.builds(identity.expiry_command_id, wallet, tail, st.just(START_MS)), st.builds(lambda t: f"~{t}", tail),
         st.sampled_from(PUBLIC_IDS))
 
@@ -322,14 +323,16 @@ class IdentityMachine(RuleBasedStateMachine):
             self._decide(leg, public=True)  # an internal kind on the public topic is refused
         self.commit()  # consumed and decided in one transaction
 
-    @rule(transfer_id=st.sampled_from(["t1", "t2"]),
-          forged_id=st.sampled_from([identity.credit_command_id("wa", "t2"), identity.credit_command_id("wb", "t1"),
-                                     identity.refund_command_id("wa", "t1"), identity.expiry_command_id("wb", "h", START_MS),
-                                     "t1", "t1:credit"]))
-    def someone_forges_a_credit_leg(self, transfer_id: str, forged_id: str) -> None:
-        """A credit leg on the internal topic whose id does not name its transfer is refused: no id can be
-        filed under another cause (the genuine id here is ~credit/wa/<transfer_id>)."""
-        if forged_id == identity.credit_command_id("wa", transfer_id):
+    @rule(transfer_id=st.sampled_from(["t1", "t2"]), forgery=st.sampled_from(range(7)))
+    def someone_forges_a_credit_leg(self, transfer_id: str, forgery: int) -> None:
+        """A credit leg on the internal topic whose id does not name its debit is refused: no id can be filed
+        under another cause (the genuine id here is ~credit/wa/<transfer_id>:<now>)."""
+        now_ms = self.now_ms
+        forged_id = [identity.credit_command_id("wa", "t2", now_ms), identity.credit_command_id("wb", "t1", now_ms),
+                     identity.credit_command_id("wa", transfer_id, now_ms - 1),
+                     identity.refund_command_id("wa", "t1", now_ms), identity.expiry_command_id("wb", "h", START_MS),
+                     "t1", "t1:credit"][forgery]
+        if forged_id == identity.credit_command_id("wa", transfer_id, self.now_ms):
             return
         leg = c.TransferCredit(command_id=forged_id, wallet_id="wb", timestamp_ms=self.now_ms,
                                transfer_id=transfer_id, source_wallet_id="wa", amount_minor=5, currency="EUR")
