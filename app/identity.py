@@ -128,6 +128,19 @@ def check_internal(command_id: str, cause: str, wallet_id: str, cause_id: str | 
         raise IdentityRefused(INTERNAL_ID_MISMATCH, f"an internal {cause} command must have the id {expected}")
 
 
+def check_leg(command_id: str, cause: str, wallet_id: str, transfer_id: str, decided_at_ms: int) -> None:
+    """Raise IdentityRefused unless `command_id` is the id of the `cause` leg (credit or refund) of transfer
+    `transfer_id` from `wallet_id`, called for at `decided_at_ms` (the leg's `timestamp_ms`).
+
+    The form from before leg ids carried that time, `~<cause>/<wallet_id>/<transfer_id>`, is accepted too: such
+    legs may still be on the legs topic when the processor is upgraded, and nothing publishes a leg again
+    (under either form), so no leg is applied twice.
+    """
+    if command_id == f"~{cause}/{wallet_id}/{transfer_id}":
+        return
+    check_internal(command_id, cause, wallet_id, leg_cause_id(transfer_id, decided_at_ms))
+
+
 def retention_start_ms(now_ms: int, retention_s: int) -> int:
     """Command ids first decided before this processor time (ms) are forgotten."""
     return now_ms - retention_s * 1000

@@ -14,7 +14,8 @@ machine sends is checked against that model (decided, duplicate with the first o
 the store's seen-markers and wallets are compared with the model and a replay of the log after every step.
 The scenario that matters most, "the store is wiped, restored from the log, and the same ids are re-sent",
 is a rule of its own (`wipe_restore_and_resend_everything`), so every example reaches it, and the producers'
-commands are kept in a bundle the re-send rules draw from.
+commands are kept in a bundle the re-send rules draw from. The relay may lag the clock (legs are delivered
+by a rule of their own), and once every leg is decided no money may be in transit.
 
 Scratch mutations this machine fails on (each run twice, the unmutated code passing; none is committed):
 - restore writes no seen-marker (agents/restore.py `fold_records` stages the wallet only)
@@ -29,6 +30,9 @@ Scratch mutations this machine fails on (each run twice, the unmutated code pass
 - the expiry release is named by the hold id alone (agents/hold_expiry.py: a hold id placed again never expires)
 - the expiry release is named by its placing command, the scheme before this machine found a placement under a
   reused command id that never expired (`test_a_hold_placed_under_an_id_the_sweep_forgot_expires_again`)
+- a leg's id names its transfer id without the time of its debit or refusal (app/identity.py `leg_cause_id`),
+  the scheme before this machine found a reused transfer id whose credit was taken for a duplicate
+  (`test_a_transfer_id_reused_while_its_first_credit_leg_is_remembered_is_credited_again`)
 - retention runs on the producer's `timestamp_ms` (agents/deciding.py stages the command's timestamp)
 - the sweep reads the retention in seconds as milliseconds (agents/retention.py `sweep`)
 - a known id with another body is a duplicate instead of a conflict (agents/deciding.py fingerprint check)

@@ -209,6 +209,21 @@ def test_a_leg_whose_id_names_another_decision_time_is_refused_as_internal_id_mi
     leg = replace(leg_of(transfer), timestamp_ms=NOW_MS + 1)
     assert refusal_code(leg, leg.wallet_id.encode(), public=False) == identity.INTERNAL_ID_MISMATCH
 
+
+@pytest.mark.parametrize("leg_of", [_credit_leg, _refund_leg], ids=["credit", "refund"])
+def test_a_leg_published_before_leg_ids_carried_a_time_is_still_accepted(
+    leg_of: Callable[[c.Transfer], CommandBase],
+) -> None:
+    """`~credit/<source>/<transfer id>` legs may be on the legs topic when the processor is upgraded."""
+    transfer = c.Transfer(command_id="t-1", wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
+                          amount_minor=100, currency="EUR")
+    leg = leg_of(transfer)
+    legacy = replace(leg, command_id=leg.command_id.rsplit(":", 1)[0])
+    assert legacy.command_id in (f"~credit/{WALLET}/t-1", f"~refund/{WALLET}/t-1")
+    validate(legacy, legacy.wallet_id.encode(), public=False)
+    other_transfer = replace(leg, command_id=legacy.command_id.replace("t-1", "t-2"))
+    assert refusal_code(other_transfer, leg.wallet_id.encode(), public=False) == identity.INTERNAL_ID_MISMATCH
+
 # --- accept: decode, then validate ------------------------------------------------------------------------
 
 
