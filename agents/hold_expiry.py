@@ -2,9 +2,10 @@
 
 It scans each owned store's expiry index (`h/<expires_at_ms>/...`, tables/wallet_store.py) at most every
 `EXPIRY_SCAN_INTERVAL_S` and publishes a `ReleaseHold(reason="EXPIRED")` per due hold in the next
-transaction. The release's id names the placement (app/identity.py `expiry_command_id`), so a repeated scan
-is deduplicated by the processor and a hold id placed again later expires again. Delivery is at-least-once;
-the domain refuses an expiry release for a hold that has not expired (`HOLD_NOT_EXPIRED`).
+transaction. The release's id names the placement, by hold id and expiry time (app/identity.py
+`expiry_command_id`), so a repeated scan is deduplicated by the processor and a hold id placed again later
+expires again. Delivery is at-least-once; the domain refuses an expiry release for a hold that has not
+expired (`HOLD_NOT_EXPIRED`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class HoldExpiry:
         self._next_scan_s = monotonic_s + EXPIRY_SCAN_INTERVAL_S
         releases = []
         for store in stores:
-            for wallet_id, hold_id, placed_by in store.due_holds(now_ms, EXPIRY_RELEASES_PER_SCAN_MAX):
-                command_id = identity.expiry_command_id(wallet_id, placed_by)
+            for wallet_id, hold_id, expires_at_ms, _ in store.due_holds(now_ms, EXPIRY_RELEASES_PER_SCAN_MAX):
+                command_id = identity.expiry_command_id(wallet_id, hold_id, expires_at_ms)
                 if command_id in self._requested:
                     continue
                 self._requested.add(command_id)

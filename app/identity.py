@@ -9,10 +9,19 @@ while it remembers it. Three namespaces share that space, and none can reach ano
   `<key_id>.<Idempotency-Key>`. Two API clients that pick the same key name two different commands.
 - **Internal ids** are derived by the processor, start with `~` (which no public id may contain) and name
   their cause, so each cause gets its own id:
-  - `~credit/<source_wallet_id>/<transfer_id>`: the credit leg of a transfer,
-  - `~refund/<source_wallet_id>/<transfer_id>`: the refund leg of a transfer the destination refused,
-  - `~expire/<wallet_id>/<placing_command_id>`: the release of an expired hold. A hold id placed twice
-    (after a release or capture) expires twice, once per placing command.
+  - `~credit/<source_wallet_id>/<transfer_id>:<debited_at_ms>`: the credit leg of a transfer, named by its
+    debit (the processor's time of the debit is the leg's `timestamp_ms`),
+  - `~refund/<source_wallet_id>/<transfer_id>:<refused_at_ms>`: the refund leg of a transfer the destination
+    refused, named by the refusal (its time is the leg's `timestamp_ms`),
+  - `~expire/<wallet_id>/<hold_id>:<expires_at_ms>`: the release of an expired hold, one per placement. A
+    hold id is open at most once at a time and a new placement must expire after now, so later than any
+    earlier placement's release: no two placements share the id, even when a producer reuses a placing
+    command id the sweep forgot (the placing command's id did not name a placement: its release id outlived
+    it by the time the hold was open).
+  A producer may reuse a command id once the processor forgot it, while an id derived from it is still
+  remembered (decided later, or on a partition swept at another moment); so a derived id names the decision
+  that caused it, with its time, never the producer's id alone. A transfer id is decided once per retention,
+  so the pair is never repeated.
   A public command whose id starts with `~` is refused (`RESERVED_COMMAND_ID`): over Kafka to the DLQ, over
   HTTP with a 400.
 
@@ -42,11 +51,12 @@ PUBLIC_COMMAND_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IDEMPOTENCY_KEY_LENGTH_MAX: Final = 100
 IDEMPOTENCY_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 WALLET_ID_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"
-# `~<cause>/<wallet_id>/<public id>`: at most 8 + 64 + 1 + 128 = 201 characters (MySQL columns are 255).
+# `~<cause>/<wallet_id>/<public id>:<ms>`: at most 8 + 64 + 1 + (128 + 1 + 19) = 221 characters (MySQL columns are
+# 255; 19 digits hold every non-negative Avro long).
 INTERNAL_COMMAND_ID_RE: Final = re.compile(
-    r"~(?P<cause>credit|refund|expire)/(?P<wallet_id>" + WALLET_ID_PATTERN + r")/(?P<cause_id>[A-Za-z0-9_.:-]{1,128})")
+    r"~(?P<cause>credit|refund|expire)/(?P<wallet_id>" + WALLET_ID_PATTERN + r")/(?P<cause_id>[A-Za-z0-9_.:-]{1,148})")
 # The same without named groups, for JSON Schema (ECMA-262) in the OpenAPI document.
-INTERNAL_COMMAND_ID_PATTERN: Final = r"~(?:credit|refund|expire)/" + WALLET_ID_PATTERN + r"/[A-Za-z0-9_.:-]{1,128}"
+INTERNAL_COMMAND_ID_PATTERN: Final = r"~(?:credit|refund|expire)/" + WALLET_ID_PATTERN + r"/[A-Za-z0-9_.:-]{1,148}"
 COMMAND_ID_LENGTH_MAX: Final = 255
 
 CREDIT: Final = "credit"
@@ -63,19 +73,27 @@ class IdentityRefused(FoundationError, ValueError):
         self.detail = detail
 
 
-def credit_command_id(source_wallet_id: str, transfer_id: str) -> str:
-    """The credit leg's id: one per transfer, so a re-published leg is deduplicated."""
-    return f"~{CREDIT}/{source_wallet_id}/{transfer_id}"
+def leg_cause_id(transfer_id: str, decided_at_ms: int) -> str:
+    """The cause part of a leg's id: the transfer id and the processor's time (ms) of the decision calling for
+    the leg (the leg's `timestamp_ms`)."""
+    return f"{transfer_id}:{decided_at_ms}"
 
 
-def refund_command_id(source_wallet_id: str, transfer_id: str) -> str:
-    """The refund leg's id: one per transfer, so a re-published refund is deduplicated."""
-    return f"~{REFUND}/{source_wallet_id}/{transfer_id}"
+def credit_command_id(source_wallet_id: str, transfer_id: str, debited_at_ms: int) -> str:
+    """The credit leg's id: one per debit (`debited_at_ms`, the processor's clock), so a re-published leg is
+    deduplicated and a transfer id reused after the retention gets a leg of its own."""
+    return f"~{CREDIT}/{source_wallet_id}/{leg_cause_id(transfer_id, debited_at_ms)}"
 
 
-def expiry_command_id(wallet_id: str, placing_command_id: str) -> str:
-    """The expiry release's id: one per hold placement (the command that placed it), not per hold id."""
-    return f"~{EXPIRE}/{wallet_id}/{placing_command_id}"
+def refund_command_id(source_wallet_id: str, transfer_id: str, refused_at_ms: int) -> str:
+    """The refund leg's id: one per refused credit (`refused_at_ms`, the processor's clock), so a re-published
+    refund is deduplicated and a transfer id reused after the retention gets a refund of its own."""
+    return f"~{REFUND}/{source_wallet_id}/{leg_cause_id(transfer_id, refused_at_ms)}"
+
+
+def expiry_command_id(wallet_id: str, hold_id: str, expires_at_ms: int) -> str:
+    """The expiry release's id: one per hold placement (its hold id and expiry time, ms), not per hold id."""
+    return f"~{EXPIRE}/{wallet_id}/{hold_id}:{expires_at_ms}"
 
 
 def http_command_id(key_id: str, idempotency_key: str) -> str:
@@ -106,8 +124,21 @@ def check_internal(command_id: str, cause: str, wallet_id: str, cause_id: str | 
     found = INTERNAL_COMMAND_ID_RE.fullmatch(command_id)
     if found is None or found["cause"] != cause or found["wallet_id"] != wallet_id or (
             cause_id is not None and found["cause_id"] != cause_id):
-        expected = f"~{cause}/{wallet_id}/{cause_id if cause_id is not None else '<placing command id>'}"
+        expected = f"~{cause}/{wallet_id}/{cause_id if cause_id is not None else '<hold id>:<expires_at_ms>'}"
         raise IdentityRefused(INTERNAL_ID_MISMATCH, f"an internal {cause} command must have the id {expected}")
+
+
+def check_leg(command_id: str, cause: str, wallet_id: str, transfer_id: str, decided_at_ms: int) -> None:
+    """Raise IdentityRefused unless `command_id` is the id of the `cause` leg (credit or refund) of transfer
+    `transfer_id` from `wallet_id`, called for at `decided_at_ms` (the leg's `timestamp_ms`).
+
+    The form from before leg ids carried that time, `~<cause>/<wallet_id>/<transfer_id>`, is accepted too: such
+    legs may still be on the legs topic when the processor is upgraded, and nothing publishes a leg again
+    (under either form), so no leg is applied twice.
+    """
+    if command_id == f"~{cause}/{wallet_id}/{transfer_id}":
+        return
+    check_internal(command_id, cause, wallet_id, leg_cause_id(transfer_id, decided_at_ms))
 
 
 def retention_start_ms(now_ms: int, retention_s: int) -> int:

@@ -116,9 +116,11 @@ def validate(command: c.CommandBase, key: bytes | None, *, public: bool) -> None
 def _check_internal_id(command: c.CommandBase) -> None:
     """The internal topic carries only the processor's own commands, each under the id of its cause."""
     if isinstance(command, c.TransferCredit):
-        identity.check_internal(command.command_id, identity.CREDIT, command.source_wallet_id, command.transfer_id)
+        identity.check_leg(command.command_id, identity.CREDIT, command.source_wallet_id, command.transfer_id,
+                           command.timestamp_ms)
     elif isinstance(command, c.TransferRefund):
-        identity.check_internal(command.command_id, identity.REFUND, command.wallet_id, command.transfer_id)
+        identity.check_leg(command.command_id, identity.REFUND, command.wallet_id, command.transfer_id,
+                           command.timestamp_ms)
     elif isinstance(command, c.ReleaseHold):
         identity.check_internal(command.command_id, identity.EXPIRE, command.wallet_id)
     else:

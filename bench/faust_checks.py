@@ -93,9 +93,9 @@ def count_violations(events: list[e.EventBase], sent_ids: set[str], dlq_values: 
     dlq = Counter(dlq_values)
     poison_values = set(poison)
     legs = Counter(leg_ids)
-    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id) for ev in events
+    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id, ev.timestamp_ms) for ev in events
                      if isinstance(ev, e.TransferDebited)}
-    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id) for ev in events
+    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id, ev.timestamp_ms) for ev in events
                       if isinstance(ev, e.TransferCreditRejected)}
     by_wallet: dict[str, list[e.EventBase]] = defaultdict(list)
     for event in events:

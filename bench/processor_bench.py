@@ -116,7 +116,7 @@ class _Tally:
             self.last_ms = max(self.last_ms, timestamp_ms)
             self.debits += type(event).__name__ == "TransferDebited"
             return
-        # A credit leg's id is `~credit/<source wallet>/<transfer id>`; the bench's transfer id is its command id.
+        # A credit leg's id is `~credit/<source wallet>/<transfer id>:<ms>`; the bench's transfer id is its command id.
         leg = identity.INTERNAL_COMMAND_ID_RE.fullmatch(event.command_id)
         if leg is not None and leg["cause"] == identity.CREDIT and leg["cause_id"].startswith(self.public_prefix):
             self.legs += 1

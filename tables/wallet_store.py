@@ -9,8 +9,8 @@ What is stored (bytes keys, raw mode):
                                         event's `timestamp_ms`), never the producer's timestamp
 - `x/<decided_at_ms:019d>/<command_id>` expiry index of the seen commands
 - `h/<expires_at_ms:019d>/<wallet_id>/<hold_id>`  open holds by expiry time (the expiry timer's index); the
-                                        value is the id of the command that placed the hold, so each
-                                        placement of a hold id gets its own expiry release
+                                        value is the id of the command that placed the hold (the
+                                        expiry release is named by hold id and expiry, app/identity.py)
   (19 digits: every non-negative Avro long sorts in numeric order)
 - `m/events_offset`                     next offset of this partition of `wallet.events` reflected here
 - `m/gauges`                            business figures of this partition, folded from its events:
@@ -235,9 +235,9 @@ class PartitionStore:
 
     # ------------------------------------------------------------ scans (bounded)
 
-    def due_holds(self, now_ms: int, limit: int) -> Iterator[tuple[str, str, str]]:
-        """(wallet_id, hold_id, placing command id) of open holds with expires_at_ms <= now_ms, oldest first,
-        at most `limit`."""
+    def due_holds(self, now_ms: int, limit: int) -> Iterator[tuple[str, str, int, str]]:
+        """(wallet_id, hold_id, expires_at_ms, placing command id) of open holds with expires_at_ms <= now_ms,
+        oldest first, at most `limit`."""
         count = 0
         for key, placed_by in self._db.items(from_key=b"h/"):
             if not key.startswith(b"h/") or count >= limit:
@@ -246,7 +246,7 @@ class PartitionStore:
             if int(expires) > now_ms:
                 return
             count += 1
-            yield wallet_id, hold_id, placed_by.decode()
+            yield wallet_id, hold_id, int(expires), placed_by.decode()
 
     def expire_commands(self, before_ms: int, limit: int) -> int:
         """Stage the removal of seen-command markers first decided before `before_ms` (processor clock); at

@@ -117,7 +117,7 @@ def _components(settings: Settings) -> dict:
         "WalletId": {"type": "string", "pattern": WALLET_ID_PATTERN, "example": "w-alice-eur"},
         "CommandId": {"type": "string", "pattern": COMMAND_ID_PATTERN, "example": "order-4711:pay"},
         # A ledger entry may be the outcome of one of the ledger's own commands (a transfer leg, an expiry).
-        "RecordedCommandId": {"type": "string", "example": "~credit/w-1/order-4711:pay",
+        "RecordedCommandId": {"type": "string", "example": "~credit/w-1/order-4711:1800000000000",
                               "pattern": f"^(?:{PUBLIC_COMMAND_ID_RE.pattern}|{identity.INTERNAL_COMMAND_ID_PATTERN})$",
                               "description": "A public command id, or an internal one (`~credit/...`, "
                                              "`~refund/...`, `~expire/...`; see docs/DESIGN.md section 7)."},

@@ -81,10 +81,12 @@ async def test_a_public_id_shaped_like_a_transfer_leg_cannot_capture_the_leg(led
     lookalikes = [f"{transfer.command_id}:credit", f"{destination}:{transfer.command_id}:credit"]
     await ledger.send(opened(source), opened(destination), deposit(source, 10_000),
                       *(deposit(destination, 1, command_id=lookalike) for lookalike in lookalikes))
-    reserved = deposit(destination, 1, command_id=identity.credit_command_id(source, transfer.command_id))
+    reserved = deposit(destination, 1, command_id=identity.credit_command_id(source, transfer.command_id, now_ms()))
     await ledger.send(reserved, transfer)
 
-    credited = await wait_event(ledger, destination, identity.credit_command_id(source, transfer.command_id))
+    debited = await wait_event(ledger, source, transfer.command_id)
+    credited = await wait_event(ledger, destination,
+                                identity.credit_command_id(source, transfer.command_id, debited.timestamp_ms))
     assert isinstance(credited, e.TransferCredited) and credited.amount_minor == 2_000
     assert credited.balance_after_minor == 2_000 + len(lookalikes)
     dlq = await ledger.read_all(ledger.settings.dlq_topic, decode=False)
@@ -128,7 +130,8 @@ async def test_a_hold_id_placed_again_expires_again(ledger):
         place = c.PlaceHold(command_id=new_id(f"place{placement}"), wallet_id=wallet_id, timestamp_ms=now_ms(),
                             hold_id="reused", amount_minor=1_000, currency="EUR", expires_at_ms=now_ms() + 1_000)
         await ledger.send(place)
-        released = await wait_event(ledger, wallet_id, identity.expiry_command_id(wallet_id, place.command_id))
+        released = await wait_event(ledger, wallet_id,
+                                    identity.expiry_command_id(wallet_id, place.hold_id, place.expires_at_ms))
         assert isinstance(released, e.HoldReleased) and released.reason == "EXPIRED"
         assert released.held_after_minor == 0
 

@@ -77,11 +77,12 @@ async def test_transfer_between_wallets_on_different_partitions_completes(settin
     await _last_open(ledger, destination)
     await ledger.send(move)
 
-    credited = await wait_outcome(ledger, destination, identity.credit_command_id(source, move.command_id))
-    assert isinstance(credited, e.TransferCredited)
-    assert (credited.amount_minor, credited.balance_after_minor, credited.source_wallet_id) == (2_500, 2_500, source)
     debited = await wait_outcome(ledger, source, move.command_id)
     assert isinstance(debited, e.TransferDebited) and debited.balance_after_minor == 7_500
+    credit_id = identity.credit_command_id(source, move.command_id, debited.timestamp_ms)
+    credited = await wait_outcome(ledger, destination, credit_id)
+    assert isinstance(credited, e.TransferCredited)
+    assert (credited.amount_minor, credited.balance_after_minor, credited.source_wallet_id) == (2_500, 2_500, source)
 
 
 async def _last_open(ledger: Ledger, wallet_id: str) -> str:
@@ -110,13 +111,16 @@ async def test_transfer_to_a_wallet_that_refuses_it_is_refunded_to_the_source(se
     move = transfer(source, destination, 1_200)
     await ledger.send(move)
 
-    refunded = await wait_outcome(ledger, source, identity.refund_command_id(source, move.command_id))
+    debited = await wait_outcome(ledger, source, move.command_id)
+    refused = await wait_outcome(ledger, destination,
+                                 identity.credit_command_id(source, move.command_id, debited.timestamp_ms))
+    refunded = await wait_outcome(ledger, source,
+                                  identity.refund_command_id(source, move.command_id, refused.timestamp_ms))
     assert isinstance(refunded, e.TransferRefunded)
     assert refunded.balance_after_minor == 5_000
     expected_code = {"frozen": "WALLET_FROZEN", "closed": "WALLET_CLOSED", "missing": "WALLET_NOT_FOUND",
                      "other_currency": "CURRENCY_MISMATCH"}[trouble]
     assert refunded.reason_code == expected_code
-    refused = await wait_outcome(ledger, destination, identity.credit_command_id(source, move.command_id))
     assert isinstance(refused, e.TransferCreditRejected) and refused.code == expected_code
 
 
@@ -136,7 +140,8 @@ async def test_holds_capture_partially_release_and_expire(settings, ledger):
     released = await wait_outcome(ledger, wallet_id, release.command_id)
     assert isinstance(released, e.HoldReleased) and released.held_after_minor == 1_000
 
-    expired = await wait_outcome(ledger, wallet_id, identity.expiry_command_id(wallet_id, place[2].command_id))
+    expired = await wait_outcome(ledger, wallet_id,
+                                 identity.expiry_command_id(wallet_id, place[2].hold_id, place[2].expires_at_ms))
     assert isinstance(expired, e.HoldReleased) and expired.reason == "EXPIRED"
     assert (expired.held_after_minor, expired.available_after_minor) == (0, 9_600)
 
@@ -200,8 +205,10 @@ async def test_credit_legs_are_accepted_on_the_internal_topic(settings, ledger):
     wallet_id = new_id()
     await ledger.send(open_cmd(wallet_id))
     await _last_open(ledger, wallet_id)
-    leg = c.TransferCredit(command_id=identity.credit_command_id("src", "t-internal-" + wallet_id), wallet_id=wallet_id,
-                           timestamp_ms=now_ms(), transfer_id="t-internal-" + wallet_id, source_wallet_id="src",
+    debited_at_ms = now_ms()
+    leg = c.TransferCredit(command_id=identity.credit_command_id("src", "t-internal-" + wallet_id, debited_at_ms),
+                           wallet_id=wallet_id, timestamp_ms=debited_at_ms, transfer_id="t-internal-" + wallet_id,
+                           source_wallet_id="src",
                            amount_minor=300, currency="EUR")
     await ledger.send(leg, topic=settings.transfer_legs_topic)
     credited = await wait_outcome(ledger, wallet_id, leg.command_id)

@@ -24,9 +24,9 @@ def assert_exactly_once(events: list[e.EventBase], sent_ids: set[str], dlq: list
     assert set(dlq_values) == set(poison), "every poison message, and nothing else, is in the DLQ"
     assert max(dlq_values.values(), default=1) == 1, (
         f"{sum(n > 1 for n in dlq_values.values())} poison messages are in the DLQ twice")
-    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id) for ev in events
+    expected_legs = {identity.credit_command_id(ev.wallet_id, ev.transfer_id, ev.timestamp_ms) for ev in events
                      if isinstance(ev, e.TransferDebited)}
-    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id) for ev in events
+    expected_legs |= {identity.refund_command_id(ev.source_wallet_id, ev.transfer_id, ev.timestamp_ms) for ev in events
                       if isinstance(ev, e.TransferCreditRejected)}
     assert set(leg_ids) == expected_legs and max(leg_ids.values(), default=1) == 1, (
         "each transfer leg is published exactly once")

@@ -122,14 +122,15 @@ def test_transfer_credit_credits_the_destination() -> None:
     event = ledger.send(
         TransferCredit,
         "w1",
-        command_id=credit_command_id("w0", "t-1"),
+        command_id=credit_command_id("w0", "t-1", 1_700_000_000_000),
         transfer_id="t-1",
         source_wallet_id="w0",
         amount_minor=300,
         currency="EUR",
     )
     assert isinstance(event, ev.TransferCredited)
-    assert (event.transfer_id, event.source_wallet_id, event.command_id) == ("t-1", "w0", "~credit/w0/t-1")
+    assert (event.transfer_id, event.source_wallet_id) == ("t-1", "w0")
+    assert event.command_id == "~credit/w0/t-1:1700000000000"
     assert event.balance_after_minor == 300
 
 
@@ -139,7 +140,7 @@ def test_transfer_refund_gives_the_amount_back_to_the_source() -> None:
     event = ledger.send(
         TransferRefund,
         "w1",
-        command_id=refund_command_id("w1", "t-1"),
+        command_id=refund_command_id("w1", "t-1", 1_700_000_000_000),
         transfer_id="t-1",
         destination_wallet_id="w2",
         amount_minor=300,
@@ -147,7 +148,8 @@ def test_transfer_refund_gives_the_amount_back_to_the_source() -> None:
         reason_code="WALLET_NOT_FOUND",
     )
     assert isinstance(event, ev.TransferRefunded)
-    assert (event.reason_code, event.command_id, event.balance_after_minor) == ("WALLET_NOT_FOUND", "~refund/w1/t-1", 1_000)
+    assert (event.reason_code, event.balance_after_minor) == ("WALLET_NOT_FOUND", 1_000)
+    assert event.command_id == "~refund/w1/t-1:1700000000000"
 
 
 def test_place_hold_moves_money_from_available_to_held_keeping_the_balance() -> None:
@@ -226,9 +228,9 @@ def test_command_catalogue_lists_every_kind_and_the_internal_legs() -> None:
 
 
 def test_leg_command_ids_are_derived_deterministically() -> None:
-    assert credit_command_id("w0", "t-1") == "~credit/w0/t-1"
-    assert refund_command_id("w0", "t-1") == "~refund/w0/t-1"
-    assert expiry_command_id("w1", "c-hold") == "~expire/w1/c-hold"
+    assert credit_command_id("w0", "t-1", 1_700_000_000_000) == "~credit/w0/t-1:1700000000000"
+    assert refund_command_id("w0", "t-1", 1_700_000_000_001) == "~refund/w0/t-1:1700000000001"
+    assert expiry_command_id("w1", "h-1", 1_700_000_000_000) == "~expire/w1/h-1:1700000000000"
     assert (
         Transfer(
             command_id="t-1", wallet_id="w1", timestamp_ms=0, destination_wallet_id="w2", amount_minor=1, currency="EUR"

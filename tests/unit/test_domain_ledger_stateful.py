@@ -312,7 +312,7 @@ class WalletLedgerMachine(RuleBasedStateMachine):
         event = self.send(
             TransferCredit,
             debited.destination_wallet_id,
-            command_id=credit_command_id(debited.wallet_id, debited.transfer_id),
+            command_id=credit_command_id(debited.wallet_id, debited.transfer_id, debited.timestamp_ms),
             transfer_id=debited.transfer_id,
             source_wallet_id=debited.wallet_id,
             amount_minor=debited.amount_minor,
@@ -333,7 +333,7 @@ class WalletLedgerMachine(RuleBasedStateMachine):
         event = self.send(
             TransferRefund,
             debited.wallet_id,
-            command_id=refund_command_id(debited.wallet_id, debited.transfer_id),
+            command_id=refund_command_id(debited.wallet_id, debited.transfer_id, debited.timestamp_ms),
             transfer_id=debited.transfer_id,
             destination_wallet_id=debited.destination_wallet_id,
             amount_minor=debited.amount_minor,
@@ -346,13 +346,13 @@ class WalletLedgerMachine(RuleBasedStateMachine):
     @rule()
     def timer_releases_expired_holds(self) -> None:
         expired = [
-            (wallet_id, hold.hold_id)
+            (wallet_id, hold.hold_id, hold.expires_at_ms)
             for wallet_id, state in sorted(self.states.items())
             for hold in state.holds
             if hold.expires_at_ms <= self.now_ms
         ]
-        for wallet_id, hold_id in expired:
-            command_id = expiry_command_id(wallet_id, hold_id)
+        for wallet_id, hold_id, expires_at_ms in expired:
+            command_id = expiry_command_id(wallet_id, hold_id, expires_at_ms)
             event = self.send(ReleaseHold, wallet_id, command_id=command_id, hold_id=hold_id, reason=EXPIRED_REASON)
             assert isinstance(event, HoldReleased)
             # A timer firing twice for the same hold is harmless.

@@ -116,7 +116,7 @@ def test_credit_leg_outcomes_count_toward_the_benchmark_tally() -> None:
     for offset, event in enumerate(log.events):
         tally.add(event, NOW_MS + offset)
 
-    assert identity.credit_command_id("wa", "t-1") == log.events[-1].command_id
+    assert identity.credit_command_id("wa", "t-1", log.events[-2].timestamp_ms) == log.events[-1].command_id
     assert (tally.public, tally.debits, tally.legs) == (1, 1, 1)
 
 

@@ -33,9 +33,9 @@ def valid_command_of_each_kind() -> list[CommandBase]:
         c.Deposit(command_id="c-dep", **envelope, amount_minor=100, currency="EUR", reference="r", description="d"),
         c.Withdraw(command_id="c-wd", **envelope, amount_minor=100, currency="EUR"),
         c.Transfer(command_id="t-1", **envelope, destination_wallet_id="w2", amount_minor=100, currency="EUR"),
-        c.TransferCredit(command_id=identity.credit_command_id("w0", "t-1"), **envelope, transfer_id="t-1",
+        c.TransferCredit(command_id=identity.credit_command_id("w0", "t-1", NOW_MS), **envelope, transfer_id="t-1",
                          source_wallet_id="w0", amount_minor=100, currency="EUR"),
-        c.TransferRefund(command_id=identity.refund_command_id(WALLET, "t-1"), **envelope, transfer_id="t-1",
+        c.TransferRefund(command_id=identity.refund_command_id(WALLET, "t-1", NOW_MS), **envelope, transfer_id="t-1",
                          destination_wallet_id="w2", amount_minor=100, currency="EUR", reason_code="WALLET_CLOSED"),
         c.PlaceHold(command_id="c-hold", **envelope, hold_id="h1", amount_minor=100, currency="EUR",
                     expires_at_ms=NOW_MS + 1),
@@ -91,7 +91,7 @@ def test_public_kind_is_accepted_on_the_public_topic_and_refused_on_the_internal
 
 
 def test_expiry_release_under_its_internal_id_is_accepted_on_the_internal_topic_only() -> None:
-    release = c.ReleaseHold(command_id=identity.expiry_command_id(WALLET, "c-hold"), wallet_id=WALLET,
+    release = c.ReleaseHold(command_id=identity.expiry_command_id(WALLET, "h1", NOW_MS), wallet_id=WALLET,
                             timestamp_ms=NOW_MS, hold_id="h1", reason="EXPIRED")
     validate(release, KEY, public=False)
     assert refusal_code(release, public=True) == identity.RESERVED_COMMAND_ID
@@ -175,15 +175,15 @@ def test_longest_well_formed_identifiers_and_texts_are_accepted() -> None:
 
 
 def _credit_leg(transfer: c.Transfer) -> CommandBase:
-    return c.TransferCredit(command_id=identity.credit_command_id(WALLET, transfer.transfer_id), wallet_id="w2",
+    return c.TransferCredit(command_id=identity.credit_command_id(WALLET, transfer.transfer_id, NOW_MS), wallet_id="w2",
                             timestamp_ms=NOW_MS, transfer_id=transfer.transfer_id, source_wallet_id=WALLET,
                             amount_minor=transfer.amount_minor, currency=transfer.currency)
 
 
 def _refund_leg(transfer: c.Transfer) -> CommandBase:
-    return c.TransferRefund(command_id=identity.refund_command_id(WALLET, transfer.transfer_id), wallet_id=WALLET,
-                            timestamp_ms=NOW_MS, transfer_id=transfer.transfer_id, destination_wallet_id="w2",
-                            amount_minor=transfer.amount_minor, currency=transfer.currency,
+    return c.TransferRefund(command_id=identity.refund_command_id(WALLET, transfer.transfer_id, NOW_MS),
+                            wallet_id=WALLET, timestamp_ms=NOW_MS, transfer_id=transfer.transfer_id,
+                            destination_wallet_id="w2", amount_minor=transfer.amount_minor, currency=transfer.currency,
                             reason_code="WALLET_CLOSED")
 
 
@@ -197,6 +197,32 @@ def test_transfer_legs_of_the_longest_accepted_transfer_id_are_accepted(
     leg = leg_of(transfer)
     validate(leg, leg.wallet_id.encode(), public=False)
 
+
+
+@pytest.mark.parametrize("leg_of", [_credit_leg, _refund_leg], ids=["credit", "refund"])
+def test_a_leg_whose_id_names_another_decision_time_is_refused_as_internal_id_mismatch(
+    leg_of: Callable[[c.Transfer], CommandBase],
+) -> None:
+    """A leg's id names its transfer and the time of the event calling for it (its own timestamp_ms)."""
+    transfer = c.Transfer(command_id="t-1", wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
+                          amount_minor=100, currency="EUR")
+    leg = replace(leg_of(transfer), timestamp_ms=NOW_MS + 1)
+    assert refusal_code(leg, leg.wallet_id.encode(), public=False) == identity.INTERNAL_ID_MISMATCH
+
+
+@pytest.mark.parametrize("leg_of", [_credit_leg, _refund_leg], ids=["credit", "refund"])
+def test_a_leg_published_before_leg_ids_carried_a_time_is_still_accepted(
+    leg_of: Callable[[c.Transfer], CommandBase],
+) -> None:
+    """`~credit/<source>/<transfer id>` legs may be on the legs topic when the processor is upgraded."""
+    transfer = c.Transfer(command_id="t-1", wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
+                          amount_minor=100, currency="EUR")
+    leg = leg_of(transfer)
+    legacy = replace(leg, command_id=leg.command_id.rsplit(":", 1)[0])
+    assert legacy.command_id in (f"~credit/{WALLET}/t-1", f"~refund/{WALLET}/t-1")
+    validate(legacy, legacy.wallet_id.encode(), public=False)
+    other_transfer = replace(leg, command_id=legacy.command_id.replace("t-1", "t-2"))
+    assert refusal_code(other_transfer, leg.wallet_id.encode(), public=False) == identity.INTERNAL_ID_MISMATCH
 
 # --- accept: decode, then validate ------------------------------------------------------------------------
 

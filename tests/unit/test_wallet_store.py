@@ -20,7 +20,7 @@ HASH = "ab" * 32
 
 def due(store: PartitionStore, now_ms: int, limit: int) -> list[tuple[str, str]]:
     """(wallet_id, hold_id) of the due holds, without the placing command id."""
-    return [(wallet_id, hold_id) for wallet_id, hold_id, _ in store.due_holds(now_ms, limit)]
+    return [(wallet_id, hold_id) for wallet_id, hold_id, _, _ in store.due_holds(now_ms, limit)]
 
 
 def wallet(wallet_id: str = "w1", *, balance_minor: int = 0, holds: tuple[Hold, ...] = (), version: int = 1,
@@ -349,14 +349,14 @@ def test_any_state_round_trips_through_its_record(state: WalletState) -> None:
     assert decode_state(state.wallet_id, encode_state(state)) == state
 
 
-def test_due_hold_names_the_command_that_placed_it_so_each_placement_expires_once(store: PartitionStore) -> None:
+def test_due_hold_names_its_expiry_and_the_command_that_placed_it(store: PartitionStore) -> None:
     first = wallet(holds=(hold("h1", NOW_MS),))
     store.stage(None, first, "place-1", NOW_MS, "fp")
     store.apply()
-    assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", "place-1")]
+    assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", NOW_MS, "place-1")]
     released = wallet(holds=())
     store.stage(first, released, "release", NOW_MS, "fp")
     placed_again = wallet(holds=(hold("h1", NOW_MS),))
     store.stage(released, placed_again, "place-2", NOW_MS, "fp")
     store.apply()
-    assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", "place-2")]
+    assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", NOW_MS, "place-2")]
