@@ -19,7 +19,7 @@ EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
 # any version may use, so an owner with fewer slots still fences a zombie that used more.
 PROCESSOR_TRANSACTION_SLOTS_MAX = 4
 # Limits that only make sense above zero.
-_POSITIVE = ("partitions", "http_listen_backlog", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
+_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "processor_gc_young_objects_max", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
@@ -58,10 +58,6 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    # Connections the API's listening socket queues before it accepts them (aiohttp's default is 128). A burst
-    # of new connections beyond it is dropped by the kernel and each client retries its connect after 1 s,
-    # 3 s, 7 s: seconds of latency that no handler sees. The kernel caps it at net.core.somaxconn.
-    http_listen_backlog: int = 4096
     # Port of the worker's Prometheus endpoint (and its table-read web view); processor slot N uses it + N.
     worker_web_port: int = 6066
     # Port of the Prometheus endpoint of a process that runs the sinks without the processor (`make run` and

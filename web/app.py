@@ -208,7 +208,7 @@ async def serve(settings: Settings, api_keys: ApiKeys, ready: asyncio.Event | No
     app = create_app(settings, api_keys, registry)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=settings.http_listen_backlog)
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
     if ready is not None:
         ready.set()
