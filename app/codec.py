@@ -33,6 +33,7 @@ import fastavro
 from app import metrics
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
+from app.domain.frozen import builder
 from app.errors import FoundationError
 from app.settings import Settings
 
@@ -388,7 +389,9 @@ class _Codec:
                                 operator.attrgetter(*self._body_fields[name]) if self._body_fields[name] else None)
                           for name, cls in self.types.items()}
         self._envelope_of = operator.attrgetter(*envelope)
-        self._types_by_branch = {f"{NAMESPACE}.{name}": cls for name, cls in self.types.items()}
+        # Per union branch: the kind's builder (its instance without the frozen dataclass's __init__).
+        self._builds = {name: builder(cls) for name, cls in self.types.items()}
+        self._builds_by_branch = {f"{NAMESPACE}.{name}": build for name, build in self._builds.items()}
         self.registry = registry
         self.subject = subject
         self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
@@ -408,8 +411,8 @@ class _Codec:
         # The record is the reader's fresh dict: the envelope fields (exactly, as the reader schema has them)
         # once its body is taken out.
         name, body = record.pop("body")
-        cls = self._types_by_branch.get(name) or self.types[name.rsplit(".", 1)[-1]]
-        return cls(**record, **body)
+        build = self._builds_by_branch.get(name) or self._builds[name.rsplit(".", 1)[-1]]
+        return build(**record, **body)
 
     async def ensure(self, values: Iterable[bytes | None]) -> None:
         """Resolve the schema ids `values` name before decoding them (SchemaRegistry.ensure: waits out a
