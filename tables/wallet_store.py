@@ -32,6 +32,7 @@ from typing import Iterator
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
+from app.domain.frozen import builder
 from app.domain.state import Hold, WalletState
 
 _MARKER = b"m/events_offset"
@@ -52,12 +53,17 @@ def encode_state(state: WalletState) -> bytes:
     ]).encode()
 
 
+# `WalletState(...)` and `Hold(...)` without the frozen dataclass __init__ (every state read from the store).
+_build_state = builder(WalletState)
+_build_hold = builder(Hold)
+
+
 def decode_state(wallet_id: str, raw: bytes) -> WalletState:
     owner, status, currency, balance, held, overdraft, version, last_hash, holds = json.loads(raw)
-    return WalletState(
+    return _build_state(
         wallet_id=wallet_id, owner_id=owner, status=status, currency=currency, balance_minor=balance,
         held_minor=held, overdraft_limit_minor=overdraft, version=version, last_hash=last_hash,
-        holds=tuple(Hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
+        holds=tuple(_build_hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
     )
 
 
