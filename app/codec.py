@@ -31,6 +31,7 @@ from typing import Any, Iterable
 import fastavro
 
 from app import metrics
+from app.avro_reader import FlatRecordReader
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
 from app.domain.frozen import builder
@@ -392,6 +393,8 @@ class _Codec:
         # Per union branch: the kind's builder (its instance without the frozen dataclass's __init__).
         self._builds = {name: builder(cls) for name, cls in self.types.items()}
         self._builds_by_branch = {f"{NAMESPACE}.{name}": build for name, build in self._builds.items()}
+        # Messages of our own schema are read without fastavro where the schema allows (the event log's).
+        self._own_reader = FlatRecordReader.for_schema(self.schema, self.types)
         self.registry = registry
         self.subject = subject
         self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
@@ -437,6 +440,10 @@ class _Codec:
         if magic != MAGIC_BYTE:
             raise CodecError("BAD_MAGIC_BYTE", f"magic byte {magic} is not 0")
         if schema_id == self.schema_id:
+            if self._own_reader is not None:
+                found = self._own_reader.read(value, HEADER.size)
+                if found is not None:
+                    return found  # else not a clean encoding: fastavro tells what it is
             # Written with our own schema: no resolution. (fastavro resolves writer against reader whenever a
             # reader schema is passed, even the same one: that doubled the cost of every decode.)
             writer, reader = self.parsed, None

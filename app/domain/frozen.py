@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Sequence
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -29,17 +30,19 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     raise TypeError(f"{cls.__name__} has no slot {name!r}")
 
 
-def builder(cls: type[T]) -> Callable[..., T]:
+def builder(cls: type[T], positional: Sequence[str] | None = None) -> Callable[..., T]:
     """A function taking the same arguments as `cls` (a frozen dataclass with slots, no `__post_init__`, no
     default factories) and returning the instance `cls(...)` would, without running its `__init__`.
 
-    Raises TypeError for a class it cannot build exactly (checked once, here)."""
+    With `positional` (every field name once, in any order) it takes every field positionally in that order
+    instead, without defaults: a decoder's order. Raises TypeError for a class it cannot build exactly, or a
+    `positional` that is not its fields (checked once, here)."""
     if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__} is not a frozen dataclass")
     if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} needs slots and no __post_init__")
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    positional: list[str] = []
+    positional_parameters: list[str] = []
     keyword: list[str] = []
     lines = ["    _instance = _new(_cls)"]
     for field in dataclasses.fields(cls):
@@ -51,10 +54,14 @@ def builder(cls: type[T]) -> Callable[..., T]:
         if field.default is not dataclasses.MISSING:
             namespace[f"_default_{name}"] = field.default
             parameter = f"{name}=_default_{name}"
-        (keyword if field.kw_only else positional).append(parameter)
+        (keyword if field.kw_only else positional_parameters).append(parameter)
         namespace[f"_set_{name}"] = _slot_setter(cls, name)
         lines.append(f"    _set_{name}(_instance, {name})")
-    parameters = positional + (["*"] + keyword if keyword else [])
+    parameters = positional_parameters + (["*"] + keyword if keyword else [])
+    if positional is not None:
+        if sorted(positional) != sorted(field.name for field in dataclasses.fields(cls)):
+            raise TypeError(f"{list(positional)} are not the fields of {cls.__name__}")
+        parameters = list(positional)
     source = f"def build_{cls.__name__}({', '.join(parameters)}):\n" + "\n".join(lines) + "\n    return _instance\n"
     exec(compile(source, f"<builder of {cls.__qualname__}>", "exec"), namespace)  # as dataclasses builds __init__
     build = namespace[f"build_{cls.__name__}"]
