@@ -9,7 +9,9 @@ decoding is then pure CPU on a cache. A registry that is down or slow is waited 
 answer: only its "not found" makes a message `UNKNOWN_SCHEMA` poison.
 
 Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
-fields are the dataclass fields minus the envelope fields.
+fields are the dataclass fields minus the envelope fields. Decoded objects are built without their frozen
+dataclass `__init__` (app/domain/frozen.py), and events of the codec's own schema are read by a reader compiled
+from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding.
 """
 
 from __future__ import annotations
