@@ -9,7 +9,9 @@ decoding is then pure CPU on a cache. A registry that is down or slow is waited 
 answer: only its "not found" makes a message `UNKNOWN_SCHEMA` poison.
 
 Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
-fields are the dataclass fields minus the envelope fields.
+fields are the dataclass fields minus the envelope fields. Decoded objects are built without their frozen
+dataclass `__init__` (app/domain/frozen.py), and events of the codec's own schema are read by a reader compiled
+from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from typing import Any, Iterable
 import fastavro
 
 from app import metrics
+from app.avro_reader import FlatRecordReader
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
+from app.domain.frozen import builder
 from app.errors import FoundationError
 from app.settings import Settings
 
@@ -388,7 +392,11 @@ class _Codec:
                                 operator.attrgetter(*self._body_fields[name]) if self._body_fields[name] else None)
                           for name, cls in self.types.items()}
         self._envelope_of = operator.attrgetter(*envelope)
-        self._types_by_branch = {f"{NAMESPACE}.{name}": cls for name, cls in self.types.items()}
+        # Per union branch: the kind's builder (its instance without the frozen dataclass's __init__).
+        self._builds = {name: builder(cls) for name, cls in self.types.items()}
+        self._builds_by_branch = {f"{NAMESPACE}.{name}": build for name, build in self._builds.items()}
+        # Messages of our own schema are read without fastavro where the schema allows (the event log's).
+        self._own_reader = FlatRecordReader.for_schema(self.schema, self.types)
         self.registry = registry
         self.subject = subject
         self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
@@ -408,8 +416,8 @@ class _Codec:
         # The record is the reader's fresh dict: the envelope fields (exactly, as the reader schema has them)
         # once its body is taken out.
         name, body = record.pop("body")
-        cls = self._types_by_branch.get(name) or self.types[name.rsplit(".", 1)[-1]]
-        return cls(**record, **body)
+        build = self._builds_by_branch.get(name) or self._builds[name.rsplit(".", 1)[-1]]
+        return build(**record, **body)
 
     async def ensure(self, values: Iterable[bytes | None]) -> None:
         """Resolve the schema ids `values` name before decoding them (SchemaRegistry.ensure: waits out a
@@ -434,6 +442,10 @@ class _Codec:
         if magic != MAGIC_BYTE:
             raise CodecError("BAD_MAGIC_BYTE", f"magic byte {magic} is not 0")
         if schema_id == self.schema_id:
+            if self._own_reader is not None:
+                found = self._own_reader.read(value, HEADER.size)
+                if found is not None:
+                    return found  # else not a clean encoding: fastavro tells what it is
             # Written with our own schema: no resolution. (fastavro resolves writer against reader whenever a
             # reader schema is passed, even the same one: that doubled the cost of every decode.)
             writer, reader = self.parsed, None

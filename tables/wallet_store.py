@@ -26,12 +26,14 @@ a kill -9 cannot leave state from an aborted transaction behind (see docs/DESIGN
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
+from app.domain.frozen import builder
 from app.domain.state import Hold, WalletState
 
 _MARKER = b"m/events_offset"
@@ -40,24 +42,35 @@ STATE_CACHE_SIZE_MAX = 200_000
 _GAUGES = b"m/gauges"
 
 
-# One compact JSON encoder for every state write: `json.dumps` with `separators` builds a new encoder per call.
+# The partition's figures (`m/gauges`) as compact JSON: `json.dumps` with `separators` builds an encoder per call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# JSON's own string encoder (the one `json.dumps` uses with `ensure_ascii`, in C).
+_json_string = encode_basestring_ascii
 
 
 def encode_state(state: WalletState) -> bytes:
-    return _COMPACT_JSON.encode([
-        state.owner_id, state.status, state.currency, state.balance_minor, state.held_minor,
-        state.overdraft_limit_minor, state.version, state.last_hash,
-        [[h.hold_id, h.amount_minor, h.expires_at_ms] for h in state.holds],
-    ]).encode()
+    """The state's record: compact JSON `[owner_id, status, currency, balance_minor, held_minor,
+    overdraft_limit_minor, version, last_hash, [[hold_id, amount_minor, expires_at_ms], ...]]` (the wallet id is
+    the key's). Formatted directly, byte for byte what `json.dumps(..., separators=(",", ":"))` writes for it,
+    at half its cost (one state per wallet per batch, in every store write)."""
+    holds = ",".join([f"[{_json_string(h.hold_id)},{h.amount_minor},{h.expires_at_ms}]"
+                      for h in state.holds]) if state.holds else ""
+    return (f"[{_json_string(state.owner_id)},{_json_string(state.status)},{_json_string(state.currency)},"
+            f"{state.balance_minor},{state.held_minor},{state.overdraft_limit_minor},{state.version},"
+            f"{_json_string(state.last_hash)},[{holds}]]").encode()
+
+
+# `WalletState(...)` and `Hold(...)` without the frozen dataclass __init__ (every state read from the store).
+_build_state = builder(WalletState)
+_build_hold = builder(Hold)
 
 
 def decode_state(wallet_id: str, raw: bytes) -> WalletState:
     owner, status, currency, balance, held, overdraft, version, last_hash, holds = json.loads(raw)
-    return WalletState(
+    return _build_state(
         wallet_id=wallet_id, owner_id=owner, status=status, currency=currency, balance_minor=balance,
         held_minor=held, overdraft_limit_minor=overdraft, version=version, last_hash=last_hash,
-        holds=tuple(Hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
+        holds=tuple(_build_hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
     )
 
 
@@ -70,7 +83,7 @@ class BatchChanges:
     """What one processed batch changes in one partition's store; applied after the commit."""
 
     wallets: dict[str, WalletState] = field(default_factory=dict)
-    commands: dict[str, str] = field(default_factory=dict)  # command_id -> "<decided_at_ms>:<fingerprint>"
+    commands: dict[str, tuple[int, str]] = field(default_factory=dict)  # command_id -> (decided_at_ms, fingerprint)
     outcomes: dict[str, bytes] = field(default_factory=dict)  # command_id -> its outcome event (wire bytes)
     # Ordered (put?, key) operations on the hold index: order matters when one batch places,
     # captures and places again a hold of the same id.
@@ -127,7 +140,7 @@ class PartitionStore:
         """`"<decided_at_ms>:<fingerprint>"` of a command already decided, or None."""
         found = self.changes.commands.get(command_id)
         if found is not None:
-            return found
+            return f"{found[0]}:{found[1]}"
         raw = self._db.get(b"c/" + command_id.encode())
         return None if raw is None else raw.split(b"\n", 1)[0].decode()
 
@@ -153,7 +166,7 @@ class PartitionStore:
         """Record one decided command: its seen-marker with its outcome event (wire bytes) and the
         wallet's new state (if it changed). `decided_at_ms` is the processor's clock at the decision."""
         self.stage_wallet(before, after, command_id)
-        self.changes.commands[command_id] = f"{decided_at_ms}:{fingerprint}"
+        self.changes.commands[command_id] = (decided_at_ms, fingerprint)
         if outcome:
             self.changes.outcomes[command_id] = outcome
 
@@ -219,9 +232,11 @@ class PartitionStore:
         for wallet_id, state in changes.wallets.items():
             batch.put(b"w/" + wallet_id.encode(), encode_state(state))
             self._remember(state)
-        for command_id, seen in changes.commands.items():
-            batch.put(b"c/" + command_id.encode(), seen.encode() + b"\n" + changes.outcomes.get(command_id, b""))
-            batch.put(f"x/{int(seen.split(':', 1)[0]):019d}/{command_id}".encode(), b"")
+        outcomes = changes.outcomes
+        for command_id, (decided_at_ms, fingerprint) in changes.commands.items():
+            key = command_id.encode()
+            batch.put(b"c/" + key, b"%d:%s\n%s" % (decided_at_ms, fingerprint.encode(), outcomes.get(command_id, b"")))
+            batch.put(b"x/%019d/%s" % (decided_at_ms, key), b"")
         for put, key, placed_by in changes.hold_ops:
             if put:
                 batch.put(key, placed_by)

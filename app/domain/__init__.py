@@ -9,6 +9,7 @@ Where things live:
     state.py        `WalletState`, `Hold`, `GENESIS_HASH`
     hashing.py      canonical event bytes and the hash chain
     ledger.py       `decide`, `evolve`, `replay`, `verify_chain`
+    frozen.py       `builder`: a frozen value built without its dataclass `__init__` (the hot paths)
     invariants.py   `check_wallet`, `check_transition`
     errors.py       the fault hierarchy (`DomainError` and its subclasses)
 """

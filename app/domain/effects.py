@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.domain import events as e
+from app.domain.frozen import builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,24 +31,26 @@ class MoneyEffect:
 
 
 NO_EFFECT = MoneyEffect()
+# `MoneyEffect(...)` without the frozen dataclass __init__ (one per event folded, decided, projected).
+_effect = builder(MoneyEffect)
 
 
 def money_effect(event: e.EventBase) -> MoneyEffect:
     """The money effect of `event`; NO_EFFECT for events that move no money (rejections, status changes)."""
     kind = type(event)
     if kind is e.Deposited:
-        return MoneyEffect(balance_minor=event.amount_minor, external_minor=event.amount_minor)
+        return _effect(balance_minor=event.amount_minor, external_minor=event.amount_minor)
     if kind is e.Withdrawn:
-        return MoneyEffect(balance_minor=-event.amount_minor, external_minor=-event.amount_minor)
+        return _effect(balance_minor=-event.amount_minor, external_minor=-event.amount_minor)
     if kind is e.TransferDebited:
-        return MoneyEffect(balance_minor=-event.amount_minor, in_transit_minor=event.amount_minor)
+        return _effect(balance_minor=-event.amount_minor, in_transit_minor=event.amount_minor)
     if kind is e.TransferCredited or kind is e.TransferRefunded:
-        return MoneyEffect(balance_minor=event.amount_minor, in_transit_minor=-event.amount_minor)
+        return _effect(balance_minor=event.amount_minor, in_transit_minor=-event.amount_minor)
     if kind is e.HoldPlaced:
-        return MoneyEffect(held_minor=event.amount_minor, holds_open=1)
+        return _effect(held_minor=event.amount_minor, holds_open=1)
     if kind is e.HoldCaptured:
-        return MoneyEffect(balance_minor=-event.amount_minor, held_minor=-(event.amount_minor + event.released_minor),
-                           external_minor=-event.amount_minor, holds_open=-1)
+        return _effect(balance_minor=-event.amount_minor, held_minor=-(event.amount_minor + event.released_minor),
+                       external_minor=-event.amount_minor, holds_open=-1)
     if kind is e.HoldReleased:
-        return MoneyEffect(held_minor=-event.amount_minor, holds_open=-1)
+        return _effect(held_minor=-event.amount_minor, holds_open=-1)
     return NO_EFFECT

@@ -67,9 +67,14 @@ def _contents(path: Path) -> dict[bytes, bytes]:
         db.close()
 
 
-@pytest.mark.parametrize("slice_events", [1, 250, 1000, 100_000])
-def test_a_store_folded_from_the_log_equals_the_owners_store_key_for_key(tmp_path: Path, slice_events: int) -> None:
+@pytest.mark.parametrize(("slice_events", "own_schema_reader"),
+                         [(1, True), (250, True), (1000, True), (100_000, True), (1000, False)])
+def test_a_store_folded_from_the_log_equals_the_owners_store_key_for_key(tmp_path: Path, slice_events: int,
+                                                                         own_schema_reader: bool) -> None:
+    """Both decode paths of the codec (its own schema's reader, fastavro) fold the same store."""
     codec = EventCodec(None, "events")
+    if not own_schema_reader:
+        codec._own_reader = None
     owner = PartitionStore(tmp_path / "owner")
     log = _owner_log(owner, codec)
     owner.close()

@@ -1,0 +1,118 @@
+"""A reader of one schema's Avro binary straight into domain objects, for the event log's hot readers.
+
+The event schema is a record of `string` and `long` fields whose last field, `body`, is a union of records of
+`string` and `long` fields (one per event kind). For a message written with the reader's own schema,
+`FlatRecordReader.read` decodes those fields and builds the event through its kind's builder
+(app/domain/frozen.py): no dict per message, no `**kwargs` merge, no `__init__` per field. It is a fast path
+only: it returns None for anything that is not a clean encoding (a cut-off body, a varint over ten bytes or
+64 bits, a negative or overlong string length, a union index outside the kinds, invalid UTF-8), and the
+codec then decodes the message with fastavro, which decides what such bytes are (app/codec.py). On every clean
+encoding both give the same object (tests/unit/test_avro_reader.py compares them on any bytes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from app.domain.frozen import builder
+
+# An Avro long is at most 10 bytes of varint (7 bits each) and 64 bits once read.
+_VARINT_SHIFT_MAX = 63
+_UNSIGNED_LONG_END = 1 << 64
+# Field kinds of a flat record (the only two this reader reads).
+_LONG, _STRING = False, True
+
+
+def _kinds(fields: list[dict[str, Any]]) -> tuple[bool, ...] | None:
+    """Per field, string or long; None when a field is of any other type."""
+    kinds = []
+    for field in fields:
+        if field["type"] == "string":
+            kinds.append(_STRING)
+        elif field["type"] == "long":
+            kinds.append(_LONG)
+        else:
+            return None
+    return tuple(kinds)
+
+
+def _read_fields(value: bytes, pos: int, kinds: tuple[bool, ...], out: list[Any]) -> int:
+    """Append the fields of `kinds` read from `value` at `pos` to `out`; the position after them. Returns -1
+    on anything but a clean encoding; raises IndexError on a cut-off body, UnicodeDecodeError on bad text."""
+    for is_string in kinds:
+        byte = value[pos]
+        pos += 1
+        number = byte
+        if byte & 0x80:  # more bytes follow (a 1-byte varint is every small number and every short string)
+            number = byte & 0x7F
+            shift = 7
+            while True:
+                byte = value[pos]
+                pos += 1
+                number |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > _VARINT_SHIFT_MAX:
+                    return -1
+            if number >= _UNSIGNED_LONG_END:
+                return -1
+        number = (number >> 1) ^ -(number & 1)
+        if is_string:
+            end = pos + number
+            if number < 0 or end > len(value):
+                return -1
+            out.append(value[pos:end].decode())
+            pos = end
+        else:
+            out.append(number)
+    return pos
+
+
+class FlatRecordReader:
+    """Reads messages of one schema of the event log's shape into domain objects (see the module)."""
+
+    def __init__(self, envelope: tuple[bool, ...], branches: list[tuple[Callable[..., Any], tuple[bool, ...]]]):
+        self._envelope = envelope
+        self._branches = branches
+
+    @classmethod
+    def for_schema(cls, schema: dict[str, Any], types: dict[str, type]) -> FlatRecordReader | None:
+        """A reader of `schema` (the writer's, as JSON) building `types` (union branch name -> class, fields
+        named as in the schema); None when the schema is not of the shape this reader reads."""
+        fields = schema["fields"]
+        envelope = _kinds(fields[:-1])
+        union = fields[-1]["type"] if fields else None
+        if envelope is None or not isinstance(union, list):
+            return None
+        envelope_names = [field["name"] for field in fields[:-1]]
+        branches = []
+        for branch in union:
+            if not isinstance(branch, dict) or branch.get("type") != "record" or branch["name"] not in types:
+                return None
+            kinds = _kinds(branch["fields"])
+            if kinds is None:
+                return None
+            names = envelope_names + [field["name"] for field in branch["fields"]]
+            branches.append((builder(types[branch["name"]], positional=names), kinds))
+        return cls(envelope, branches)
+
+    def read(self, value: bytes, pos: int) -> Any | None:
+        """The object encoded in `value` from `pos` (after the wire header); None when the bytes are not a clean
+        encoding of this schema (decode them the general way). Bytes after the record are ignored, as
+        fastavro ignores them."""
+        fields: list[Any] = []
+        try:
+            pos = _read_fields(value, pos, self._envelope, fields)
+            if pos < 0:
+                return None
+            index: list[int] = []
+            pos = _read_fields(value, pos, (_LONG,), index)
+            if pos < 0 or not 0 <= index[0] < len(self._branches):
+                return None
+            build, kinds = self._branches[index[0]]
+            if _read_fields(value, pos, kinds, fields) < 0:
+                return None
+        except (IndexError, UnicodeDecodeError):
+            return None
+        return build(*fields)

@@ -1,0 +1,121 @@
+"""The event log's fast reader (app/avro_reader.py) reads exactly what fastavro reads, or declines.
+
+On any bytes after a valid header, the codec's decode (fast reader first) gives the same outcome as a decode
+through fastavro alone: the same object of the same type, or the same CodecError."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.avro_reader import FlatRecordReader
+from app.codec import COMMAND_SCHEMA, CodecError, EventCodec, HEADER, load_schema
+from app.domain import commands as c
+from app.domain.events import EVENT_TYPES, EventBase
+from tests.unit.test_codec import _instances, one_event_of_each_kind
+
+WIRE_HEADER = b"\x00\x00\x00\x00\x00"  # magic byte 0, schema id 0 (no registry)
+
+
+def _codecs() -> tuple[EventCodec, EventCodec]:
+    """(the codec as it runs, the same codec reading through fastavro only)."""
+    fast, general = EventCodec(None, "events"), EventCodec(None, "events")
+    general._own_reader = None
+    assert fast._own_reader is not None
+    return fast, general
+
+
+FAST, GENERAL = _codecs()
+
+
+def _outcome(codec: EventCodec, value: bytes) -> tuple[str, Any]:
+    try:
+        decoded = codec.decode(value)
+    except CodecError as error:
+        return "error", error.code
+    return type(decoded).__name__, dataclasses.astuple(decoded)
+
+
+def _zigzag_varint(number: int) -> bytes:
+    encoded = (number << 1) ^ (number >> 63)
+    out = bytearray()
+    while encoded > 0x7F:
+        out.append(encoded & 0x7F | 0x80)
+        encoded >>= 7
+    out.append(encoded)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("event", one_event_of_each_kind(), ids=lambda event: type(event).__name__)
+def test_every_event_kind_is_read_by_the_fast_reader_as_fastavro_reads_it(event: EventBase) -> None:
+    value = FAST.encode(event)
+    read = FAST._own_reader.read(value, HEADER.size)
+    assert type(read) is type(event) and read == event == GENERAL.decode(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=st.one_of([_instances(cls) for cls in EVENT_TYPES]))
+def test_any_event_is_read_by_the_fast_reader_as_fastavro_reads_it(event: EventBase) -> None:
+    """Any value the schema holds: longs to both ends of 64 bits, any text."""
+    value = FAST.encode(event)
+    read = FAST._own_reader.read(value, HEADER.size)
+    assert type(read) is type(event) and read == event == GENERAL.decode(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(event=st.sampled_from(one_event_of_each_kind()), data=st.data())
+def test_a_damaged_event_decodes_as_fastavro_decodes_it(event: EventBase, data: st.DataObject) -> None:
+    """A byte changed, bytes cut off or appended: the same event, the same other event, or the same error."""
+    value = bytearray(FAST.encode(event))
+    damage = data.draw(st.sampled_from(["change", "cut", "append"]))
+    if damage == "change":
+        value[data.draw(st.integers(HEADER.size, len(value) - 1))] = data.draw(st.integers(0, 255))
+    elif damage == "cut":
+        del value[data.draw(st.integers(HEADER.size, len(value) - 1)):]
+    else:
+        value += data.draw(st.binary(min_size=1, max_size=8))
+    assert _outcome(FAST, bytes(value)) == _outcome(GENERAL, bytes(value))
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=st.binary(max_size=120))
+def test_any_body_decodes_as_fastavro_decodes_it(body: bytes) -> None:
+    assert _outcome(FAST, WIRE_HEADER + body) == _outcome(GENERAL, WIRE_HEADER + body)
+
+
+def _opened(wallet_id: bytes = b"\x04w1", index: bytes = b"\x00", tail: bytes = b"\x02o\x06EUR\x00") -> bytes:
+    """A WalletOpened body, parts replaceable: wallet_id, command_id, 5 longs, hash, union index, fields."""
+    return WIRE_HEADER + wallet_id + b"\x02c" + b"\x02" * 5 + b"\x02h" + index + tail
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("clean", _opened()),
+    ("varint over ten bytes", _opened(index=b"\x80" * 10 + b"\x00")),
+    ("varint over 64 bits", _opened(index=b"\xff" * 9 + b"\x7f")),
+    ("negative string length", _opened(wallet_id=_zigzag_varint(-1) + b"w1")),
+    ("string length beyond the end", _opened(tail=b"\x02o\x06EU")),
+    ("union index negative", _opened(index=_zigzag_varint(-1))),
+    ("union index beyond the kinds", _opened(index=_zigzag_varint(len(EVENT_TYPES)))),
+    ("invalid UTF-8", _opened(wallet_id=b"\x04\xff\xfe")),
+    ("cut off", _opened()[:-1]),
+])
+def test_the_fast_reader_declines_anything_but_a_clean_encoding(name: str, value: bytes) -> None:
+    read = FAST._own_reader.read(value, HEADER.size)
+    assert (read is not None) == (name == "clean")
+    assert _outcome(FAST, value) == _outcome(GENERAL, value)
+
+
+def test_a_schema_of_another_shape_gets_no_fast_reader() -> None:
+    """The command schema has optional (union) fields: its codec reads through fastavro only."""
+    assert FlatRecordReader.for_schema(load_schema(COMMAND_SCHEMA), {t.__name__: t for t in c.COMMAND_TYPES}) is None
+
+
+def test_a_long_is_read_at_both_ends_of_its_range() -> None:
+    for number in (-(2**63), -1, 0, 1, 63, 64, 2**63 - 1):
+        value = _opened(tail=b"\x02o\x06EUR" + _zigzag_varint(number))
+        assert FAST._own_reader.read(value, HEADER.size).overdraft_limit_minor == number
+        assert _outcome(FAST, value) == _outcome(GENERAL, value)
