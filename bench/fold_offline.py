@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
 
 from rocksdict import Options, Rdict
@@ -47,23 +49,30 @@ OWNER_WRITE_EVERY = 500
 WARM_UP_EVENTS = 2000
 
 
-def _owner_log(store: PartitionStore, events: int, wallets: int) -> list[Record]:
-    codec = EventCodec(None, "events")
-    ids, work = build_workload(events, wallets, False)
-    queue = open_and_fund(ids) + work
+def decide_log(store: PartitionStore, commands: list, codec: EventCodec, clock: Callable[[], int],
+               write_every: int) -> list[Record]:
+    """Decide `commands` on `store` as an owner does (the transfer legs they call for join the queue as they
+    are decided), with `clock()` the decision time of each, writing the store every `write_every` commands;
+    the committed events as records. tests/unit/test_restore_fold.py builds its logs with it too."""
     log: list[Record] = []
-    now_ms = int(time.time() * 1000)
-    for count, command in enumerate(queue, 1):  # transfer legs join the queue as they are decided
-        decision = decide_command(store, command, now_ms + count, Limits(), codec.encode)
+    queue = list(commands)
+    for count, command in enumerate(queue, 1):
+        decision = decide_command(store, command, clock(), Limits(), codec.encode)
         for value in decision.values:
             log.append(Record(len(log), value, ((FINGERPRINT_HEADER, decision.digest.encode()),)))
         queue.extend(decision.legs)
-        if count % OWNER_WRITE_EVERY == 0:
+        if count % write_every == 0:
             store.changes.events_offset = len(log)
             store.apply()
     store.changes.events_offset = len(log)
     store.apply()
     return log
+
+
+def _owner_log(store: PartitionStore, events: int, wallets: int) -> list[Record]:
+    ids, work = build_workload(events, wallets, False)
+    return decide_log(store, open_and_fund(ids) + work, EventCodec(None, "events"),
+                      itertools.count(int(time.time() * 1000) + 1).__next__, OWNER_WRITE_EVERY)
 
 
 def _fold(path: Path, log: list[Record], codec: EventCodec) -> tuple[float, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,10 @@ from app.domain.errors import EventNotApplicable
 from app.domain.limits import Limits
 from app.intake import FINGERPRINT_HEADER
 from app.settings import Settings
+from bench.fold_offline import Record, decide_log
 from bench.workloads import crash_mix
 from tables.wallet_store import PartitionStore
 
-# A consumer record as the fold reads it (aiokafka's ConsumerRecord has these attributes).
-Record = namedtuple("Record", "offset value headers")
 COMMANDS = 3_000
 WALLETS = 40
 OWNER_COMMIT_EVERY = 37  # commands per owner batch: batches and fold slices do not line up
@@ -42,21 +40,13 @@ def _owner_log(store: PartitionStore, codec: EventCodec) -> list[Record]:
     empty = "fold-empty"
     commands += [c.OpenWallet(command_id="open-empty", wallet_id=empty, timestamp_ms=0, owner_id="o", currency="EUR"),
                  c.Close(command_id="close-empty", wallet_id=empty, timestamp_ms=0)]
-    log: list[Record] = []
-    now_ms = int(time.time() * 1000) - 3_600_000
-    queue = list(commands)
-    for count, command in enumerate(queue, 1):  # the relay's legs join the queue as they are decided
-        now_ms += rng.randrange(0, 50)
-        decision = decide_command(store, command, now_ms, Limits(), codec.encode)
-        for value in decision.values:
-            log.append(Record(len(log), value, ((FINGERPRINT_HEADER, decision.digest.encode()),)))
-        queue.extend(decision.legs)
-        if count % OWNER_COMMIT_EVERY == 0:
-            store.changes.events_offset = len(log)
-            store.apply()
-    store.changes.events_offset = len(log)
-    store.apply()
-    return log
+    clock = [int(time.time() * 1000) - 3_600_000]
+
+    def now_ms() -> int:
+        clock[0] += rng.randrange(0, 50)
+        return clock[0]
+
+    return decide_log(store, commands, codec, now_ms, OWNER_COMMIT_EVERY)
 
 
 def _contents(path: Path) -> dict[bytes, bytes]:
