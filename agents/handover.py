@@ -10,8 +10,8 @@ set. Neither callback sends a heartbeat while the assign callback runs, so both 
   assigned stop their producer (their store stays open as a warm copy, agents/standby.py). Each new
   partition is paused first (no fetch, no decision), then its transactional producer is started: that
   fences the previous owner and settles its open transaction. The catch-up of the new partitions' stores to
-  the end of `wallet.events` runs as a task after the callback (agents/restore.py; a store far behind is
-  first replayed in a child process, agents/restore_process.py); each partition is
+  the end of `wallet.events` runs as a task after the callback (agents/restore.py; optionally a store far
+  behind is first replayed in a child process, agents/restore_process.py); each partition is
   resumed, from the input offsets committed after the fence, once its store is there. Meanwhile heartbeats
   go on, the other partitions keep deciding, and strong reads of it answer 421 (not caught up).
 "Held in the generation just before" means the group generation now is the one this member last held its
@@ -191,7 +191,7 @@ class PartitionHandover:
                 publish_gauges([(partition, store)])
                 log.info("partition assigned", extra={"partition": partition, "member": self.member_name})
 
-        # Far behind (a cold takeover): a child process per partition replays most of it on a core of its own.
+        # Far behind (a cold takeover), with restore_processes_max > 0: child processes replay most of it first.
         await restore_far_behind(self.settings, self._restore_consumer, partitions, self.local, self._store,
                                  self._store_folder)
         await catch_up(self._restore_consumer, self.settings.events_topic, self.events,

@@ -5,7 +5,9 @@ replays the partition's history. In the worker's own process that replay shares 
 thread at a time) with every partition the worker decides, and a worker of its own is a core of its own: on
 a machine with cores to spare (the member that died freed one), the replay is what should use them.
 
-So the catch-up (agents/handover.py) first hands each partition at least `restore_process_min_events` behind
+So, when `restore_processes_max` > 0 (off by default: on a 2-core host it was slower than the worker's own
+catch-up, docs/BENCHMARKS.md, Failover), the catch-up (agents/handover.py) first hands each partition at least
+`restore_process_min_events` behind
 to a child process, `python -m agents.restore_process <partition> <store folder>`, up to
 `restore_processes_max` at a time. The child runs the same `catch_up` (agents/restore.py) on the store's
 folder to the end of the partition (the parent holds the partition's fence, so that end is the end) and

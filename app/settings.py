@@ -188,12 +188,15 @@ class Settings:
     # The longest one batch may take between two polls before the member is considered stuck and its
     # partitions move (a new partition's catch-up runs beside the polls, agents/restore.py).
     processor_max_poll_interval_ms: int = 300_000
-    # A partition whose store is at least this many events behind wallet.events when it is assigned (a cold
-    # takeover) is caught up in a child process, a core of its own (agents/restore_process.py), before the
-    # worker replays what is left itself; below it, a child's start-up (about a second) costs more than it saves.
+    # With restore_processes_max > 0, a partition whose store is at least this many events behind wallet.events
+    # when it is assigned (a cold takeover) is caught up in a child process, a core of its own
+    # (agents/restore_process.py), before the worker replays what is left itself; below it, a child's start-up
+    # (about 3 s) costs more than it saves.
     restore_process_min_events: int = 50_000
-    # Child restore processes at a time, one partition each; 0: every catch-up runs in the worker's process.
-    restore_processes_max: int = 2
+    # Child restore processes at a time, one partition each; 0 (the default): every catch-up runs in the worker's
+    # process. On a 2-core host the children were slower than the worker's own catch-up (1,000,000 wallets: cold
+    # takeover 84 s against 60 s, docs/BENCHMARKS.md, Failover); set it on hosts with a free core per partition.
+    restore_processes_max: int = 0
     # Processor workers `make run` / `wallet run` starts (each a group member with its own store folder).
     processor_workers: int = 1
 

@@ -290,7 +290,8 @@ async def test_a_cold_catch_up_runs_in_a_child_process_that_ends_with_its_worker
     """A store far behind the log is replayed by a child process (agents/restore_process.py). Killed with its
     worker (SIGKILL: the kernel's parent-death signal) or stopped with it (SIGTERM: the worker kills and reaps
     it), it leaves a store behind, never torn, which the next worker's child finishes."""
-    settings = replace(_settings(stack, "childrestore"), restore_process_min_events=HISTORY_EVENTS // 4)
+    settings = replace(_settings(stack, "childrestore"), restore_process_min_events=HISTORY_EVENTS // 4,
+                       restore_processes_max=2)
     history = _wallets_on(HISTORY_PARTITION, HISTORY_EVENTS, settings.partitions, "hist")
     worker = WorkerProcess(settings, ["processor"], instance=0)
     async with Ledger(settings) as ledger:
