@@ -89,7 +89,8 @@ def _fold(path: Path, log: list[Record], codec: EventCodec) -> tuple[float, floa
         store.close()
 
 
-def _contents(path: Path) -> dict[bytes, bytes]:
+def store_contents(path: Path) -> dict[bytes, bytes]:
+    """Every key and value of the RocksDB store at `path`."""
     db = Rdict(str(path), Options(raw_mode=True))
     try:
         return dict(db.items())
@@ -119,7 +120,7 @@ def run(events: int, wallets: int, rounds: int, callgrind: bool) -> dict:
             times.append(_fold(root / "folded", log, codec))
             if callgrind:
                 _callgrind("off")
-        owner_keys, folded_keys = _contents(root / "owner"), _contents(root / "folded")
+        owner_keys, folded_keys = store_contents(root / "owner"), store_contents(root / "folded")
         different = [key for key in owner_keys.keys() | folded_keys.keys()
                      if owner_keys.get(key) != folded_keys.get(key)]
         if different:

@@ -199,14 +199,17 @@ def test_transfer_legs_of_the_longest_accepted_transfer_id_are_accepted(
 
 
 
+def _transfer_t1() -> c.Transfer:
+    return c.Transfer(command_id="t-1", wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
+                      amount_minor=100, currency="EUR")
+
+
 @pytest.mark.parametrize("leg_of", [_credit_leg, _refund_leg], ids=["credit", "refund"])
 def test_a_leg_whose_id_names_another_decision_time_is_refused_as_internal_id_mismatch(
     leg_of: Callable[[c.Transfer], CommandBase],
 ) -> None:
     """A leg's id names its transfer and the time of the event calling for it (its own timestamp_ms)."""
-    transfer = c.Transfer(command_id="t-1", wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
-                          amount_minor=100, currency="EUR")
-    leg = replace(leg_of(transfer), timestamp_ms=NOW_MS + 1)
+    leg = replace(leg_of(_transfer_t1()), timestamp_ms=NOW_MS + 1)
     assert refusal_code(leg, leg.wallet_id.encode(), public=False) == identity.INTERNAL_ID_MISMATCH
 
 
@@ -215,9 +218,7 @@ def test_a_leg_published_before_leg_ids_carried_a_time_is_still_accepted(
     leg_of: Callable[[c.Transfer], CommandBase],
 ) -> None:
     """`~credit/<source>/<transfer id>` legs may be on the legs topic when the processor is upgraded."""
-    transfer = c.Transfer(command_id="t-1", wallet_id=WALLET, timestamp_ms=NOW_MS, destination_wallet_id="w2",
-                          amount_minor=100, currency="EUR")
-    leg = leg_of(transfer)
+    leg = leg_of(_transfer_t1())
     legacy = replace(leg, command_id=leg.command_id.rsplit(":", 1)[0])
     assert legacy.command_id in (f"~credit/{WALLET}/t-1", f"~refund/{WALLET}/t-1")
     validate(legacy, legacy.wallet_id.encode(), public=False)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from rocksdict import Options, Rdict
 
 from agents.deciding import decide_command
 from agents.restore import fold_records
@@ -19,7 +18,7 @@ from app.domain.errors import EventNotApplicable
 from app.domain.limits import Limits
 from app.intake import FINGERPRINT_HEADER
 from app.settings import Settings
-from bench.fold_offline import Record, decide_log
+from bench.fold_offline import Record, decide_log, store_contents
 from bench.workloads import crash_mix
 from tables.wallet_store import PartitionStore
 
@@ -49,14 +48,6 @@ def _owner_log(store: PartitionStore, codec: EventCodec) -> list[Record]:
     return decide_log(store, commands, codec, now_ms, OWNER_COMMIT_EVERY)
 
 
-def _contents(path: Path) -> dict[bytes, bytes]:
-    db = Rdict(str(path), Options(raw_mode=True))
-    try:
-        return dict(db.items())
-    finally:
-        db.close()
-
-
 @pytest.mark.parametrize(("slice_events", "own_schema_reader"),
                          [(1, True), (250, True), (1000, True), (100_000, True), (1000, False)])
 def test_a_store_folded_from_the_log_equals_the_owners_store_key_for_key(tmp_path: Path, slice_events: int,
@@ -79,7 +70,7 @@ def test_a_store_folded_from_the_log_equals_the_owners_store_key_for_key(tmp_pat
         folded.apply()
     folded.close()
 
-    owner_keys, folded_keys = _contents(tmp_path / "owner"), _contents(tmp_path / "folded")
+    owner_keys, folded_keys = store_contents(tmp_path / "owner"), store_contents(tmp_path / "folded")
     different = sorted(key for key in owner_keys.keys() | folded_keys.keys()
                        if owner_keys.get(key) != folded_keys.get(key))
     assert not different, different[:10]
@@ -124,6 +115,6 @@ def test_a_transfer_settled_within_one_slice_leaves_the_same_figures_as_the_owne
     folded.apply()
     folded.close()
 
-    owner_keys = _contents(tmp_path / "owner")
+    owner_keys = store_contents(tmp_path / "owner")
     assert owner_keys[b"m/gauges"] == b'{"in_transit":{"EUR":0},"holds_open":0}'
-    assert _contents(tmp_path / "folded") == owner_keys
+    assert store_contents(tmp_path / "folded") == owner_keys
