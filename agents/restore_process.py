@@ -95,7 +95,8 @@ async def _restore_in_child(settings: Settings, partition: int, folder: Path, sl
         try:
             status = await child.wait()
         except BaseException:  # cancelled (a rebalance, the worker stopping): the store must be free again
-            child.kill()
+            if child.returncode is None:  # (it may have ended as the cancellation came)
+                child.kill()
             await asyncio.shield(child.wait())
             log.info("restore process stopped", extra={"partition": partition, "pid": child.pid})
             raise
