@@ -33,8 +33,7 @@ from typing import Iterator
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
-from app.domain.frozen import builder
-from app.domain.state import Hold, WalletState
+from app.domain.state import WalletState, build_hold, build_state
 
 _MARKER = b"m/events_offset"
 # Committed wallet states kept decoded in memory: a hit skips a RocksDB read and a JSON decode.
@@ -60,17 +59,12 @@ def encode_state(state: WalletState) -> bytes:
             f"{_json_string(state.last_hash)},[{holds}]]").encode()
 
 
-# `WalletState(...)` and `Hold(...)` without the frozen dataclass __init__ (every state read from the store).
-_build_state = builder(WalletState)
-_build_hold = builder(Hold)
-
-
 def decode_state(wallet_id: str, raw: bytes) -> WalletState:
     owner, status, currency, balance, held, overdraft, version, last_hash, holds = json.loads(raw)
-    return _build_state(
+    return build_state(
         wallet_id=wallet_id, owner_id=owner, status=status, currency=currency, balance_minor=balance,
         held_minor=held, overdraft_limit_minor=overdraft, version=version, last_hash=last_hash,
-        holds=tuple(_build_hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
+        holds=tuple(build_hold(hold_id=h[0], amount_minor=h[1], expires_at_ms=h[2]) for h in holds),
     )
 
 
@@ -196,14 +190,9 @@ class PartitionStore:
 
     def track(self, event: object, in_transit_delta_minor: int, holds_open_delta: int) -> None:
         """Fold one event's effect on the partition's business figures into the staged batch."""
-        if not in_transit_delta_minor and not holds_open_delta:
-            return
-        gauges = self.gauges()
-        gauges = {"in_transit": dict(gauges["in_transit"]), "holds_open": gauges["holds_open"] + holds_open_delta}
-        if in_transit_delta_minor:
-            currency = event.currency
-            gauges["in_transit"][currency] = gauges["in_transit"].get(currency, 0) + in_transit_delta_minor
-        self.changes.gauges = gauges
+        if in_transit_delta_minor or holds_open_delta:
+            self.track_sums({event.currency: in_transit_delta_minor} if in_transit_delta_minor else {},
+                            holds_open_delta)
 
     def track_sums(self, in_transit_delta_minor: dict[str, int], holds_open_delta: int) -> None:
         """Fold the summed effect of several events on the partition's figures into the staged batch: money in

@@ -71,12 +71,11 @@ from app.domain.events import (
     Withdrawn,
     is_applied,
 )
-from app.domain.frozen import builder
 from app.domain.hashing import GENESIS_HASH, chain_hash, chain_hash_of
 from app.domain.invariants import check_transition
 from app.domain.limits import DEFAULT_LIMITS, Limits
 from app.domain.money import AMOUNT_MINOR_MAX, is_known_currency
-from app.domain.state import STATUS_ACTIVE, STATUS_CLOSED, STATUS_FROZEN, Hold, WalletState
+from app.domain.state import STATUS_ACTIVE, STATUS_CLOSED, STATUS_FROZEN, Hold, WalletState, build_hold, build_state
 
 __all__ = ["decide", "evolve", "replay", "verify_chain"]
 
@@ -596,10 +595,6 @@ def decide_and_evolve(
 
 # --- evolve -----------------------------------------------------------------------------------------------
 
-# `WalletState(...)` and `Hold(...)` without the frozen dataclass __init__: evolve builds a state per event.
-_build_state = builder(WalletState)
-_build_hold = builder(Hold)
-
 
 def _hold_of(state: WalletState, event: HoldCaptured | HoldReleased) -> Hold:
     hold = state.find_hold(event.hold_id)
@@ -627,7 +622,7 @@ def _stamped(
 
     Built directly: `dataclasses.replace` walks the fields of the class on every call, once per decision.
     """
-    return _build_state(
+    return build_state(
         wallet_id=state.wallet_id,
         owner_id=state.owner_id,
         status=state.status if status is None else status,  # type: ignore[arg-type]
@@ -654,7 +649,7 @@ def _evolve_existing(state: WalletState, event: EventBase) -> WalletState:
             raise EventNotApplicable(
                 f"{state.wallet_id}: HoldPlaced v{event.version} of already open hold {event.hold_id!r}"
             )
-        hold = _build_hold(hold_id=event.hold_id, amount_minor=event.amount_minor, expires_at_ms=event.expires_at_ms)
+        hold = build_hold(hold_id=event.hold_id, amount_minor=event.amount_minor, expires_at_ms=event.expires_at_ms)
         holds = tuple(sorted((*state.holds, hold), key=lambda h: h.hold_id))
         return _stamped(state, event, held_minor=state.held_minor + event.amount_minor, holds=holds)
     if event_type is HoldCaptured:
@@ -706,7 +701,7 @@ def evolve(state: WalletState | None, event: EventBase) -> WalletState | None:
     if isinstance(event, WalletOpened):
         if state is not None:
             raise EventNotApplicable(f"{event.wallet_id}: WalletOpened of an existing wallet")
-        return _build_state(
+        return build_state(
             wallet_id=event.wallet_id,
             owner_id=event.owner_id,
             status=STATUS_ACTIVE,

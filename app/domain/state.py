@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
+from app.domain.frozen import builder
 from app.domain.hashing import GENESIS_HASH
 
 WalletStatus: TypeAlias = Literal["ACTIVE", "FROZEN", "CLOSED"]
@@ -22,6 +23,8 @@ __all__ = [
     "WALLET_STATUSES",
     "WalletState",
     "WalletStatus",
+    "build_hold",
+    "build_state",
 ]
 
 
@@ -69,3 +72,9 @@ class WalletState:
             if hold.hold_id == hold_id:
                 return hold
         return None
+
+
+# `WalletState(...)` and `Hold(...)` without the frozen dataclass __init__ (app/domain/frozen.py): `evolve` builds a
+# state per event and the store one per state it reads.
+build_state = builder(WalletState)
+build_hold = builder(Hold)
