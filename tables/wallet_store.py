@@ -31,13 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch
 
 from app.domain.state import WalletState, build_hold, build_state
 
 _MARKER = b"m/events_offset"
 # Committed wallet states kept decoded in memory: a hit skips a RocksDB read and a JSON decode.
 STATE_CACHE_SIZE_MAX = 200_000
+# Bits per key of the bloom filter in each table file. Every new command's id is looked up (`c/<id>`) and is
+# almost never there: with a filter such a miss skips the file's index and data blocks (5.6 -> 2.2 us here).
+BLOOM_BITS_PER_KEY = 10
 _GAUGES = b"m/gauges"
 
 
@@ -97,6 +100,9 @@ class PartitionStore:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        tables = BlockBasedOptions()
+        tables.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
+        options.set_block_based_table_factory(tables)
         self._db = Rdict(str(path), options)
         self.changes = BatchChanges()
         self._cache: dict[str, WalletState] = {}  # committed states only (filled on read and on apply)
