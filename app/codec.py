@@ -11,7 +11,9 @@ answer: only its "not found" makes a message `UNKNOWN_SCHEMA` poison.
 Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
 fields are the dataclass fields minus the envelope fields. Decoded objects are built without their frozen
 dataclass `__init__` (app/domain/frozen.py), and events of the codec's own schema are read by a reader compiled
-from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding.
+from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding. Commands and events
+are written by a writer compiled from the schema (app/avro_writer.py), falling back to fastavro for a value the
+schema cannot hold: the same bytes either way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import fastavro
 
 from app import metrics
 from app.avro_reader import FlatRecordReader
+from app.avro_writer import FlatRecordWriter
 from app.domain import commands as domain_commands
 from app.domain import events as domain_events
 from app.domain.frozen import builder
@@ -397,6 +400,7 @@ class _Codec:
         self._builds_by_branch = {f"{NAMESPACE}.{name}": build for name, build in self._builds.items()}
         # Messages of our own schema are read without fastavro where the schema allows (the event log's).
         self._own_reader = FlatRecordReader.for_schema(self.schema, self.types)
+        self._own_writer = FlatRecordWriter.for_schema(self.schema, self.types)
         self.registry = registry
         self.subject = subject
         self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
@@ -426,8 +430,13 @@ class _Codec:
             await self.registry.ensure(values)
 
     def encode(self, obj: Any) -> bytes:
+        header = HEADER.pack(MAGIC_BYTE, self.schema_id)
+        if self._own_writer is not None:
+            buffer = bytearray(header)
+            if self._own_writer.write(obj, buffer):
+                return bytes(buffer)
         out = io.BytesIO()
-        out.write(HEADER.pack(MAGIC_BYTE, self.schema_id))
+        out.write(header)
         fastavro.schemaless_writer(out, self.parsed, self.to_record(obj))
         return out.getvalue()
 

@@ -1,0 +1,122 @@
+"""A writer of domain objects straight into one schema's Avro binary, for the processor's outcome events.
+
+The counterpart of app/avro_reader.py, for the same shape of schema: a record of `string` and `long` fields
+whose last field, `body`, is a union of records (one per kind) of `string`, `long` and `["null", "long"]`
+fields (the command schema's optional amount). Every decided
+command is encoded once as its outcome event (and a transfer once more as its leg); fastavro spent about
+16 us on each, mostly walking the schema as dicts. `FlatRecordWriter.write` walks precomputed field kinds
+instead and appends varints and UTF-8 bytes to one buffer.
+
+It is a fast path only: for a value that is not an `int` in the 64-bit range of a long or not a `str` that
+encodes to UTF-8, it declines (returns False) and the codec encodes the object with fastavro, which raises what
+it raises for such a value. Whatever it writes is byte for byte what fastavro writes
+(tests/unit/test_avro_writer.py compares them on every kind over the whole range of values and on any text).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+# Field kinds this writer writes.
+_LONG, _STRING, _OPTIONAL_LONG = 0, 1, 2
+_KINDS = {"long": _LONG, "string": _STRING, ("null", "long"): _OPTIONAL_LONG}
+
+
+def _append_long(out: bytearray, value: int) -> None:
+    """Avro's zig-zag varint of a long already known to be in range."""
+    number = (value << 1) ^ (value >> 63)
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+
+
+def _append_fields(out: bytearray, values: tuple[Any, ...], kinds: tuple[int, ...]) -> bool:
+    """Append `values` as fields of `kinds`; False on a value that does not fit its kind."""
+    for value, kind in zip(values, kinds):
+        if kind == _STRING:
+            if type(value) is not str:
+                return False
+            try:
+                data = value.encode()
+            except UnicodeEncodeError:  # a lone surrogate
+                return False
+            _append_long(out, len(data))
+            out += data
+            continue
+        if kind == _OPTIONAL_LONG:
+            if value is None:
+                out.append(0)  # union branch 0, null
+                continue
+            out.append(2)  # union branch 1 (zig-zag 2), then the long
+        if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
+            return False
+        _append_long(out, value)
+    return True
+
+
+def _kinds(fields: list[dict[str, Any]]) -> tuple[int, ...] | None:
+    """Per field, its kind; None when a field is of any other type."""
+    kinds = []
+    for field in fields:
+        kind = _KINDS.get(tuple(field["type"]) if isinstance(field["type"], list) else field["type"])
+        if kind is None:
+            return None
+        kinds.append(kind)
+    return tuple(kinds)
+
+
+def _getter(names: list[str]):
+    """One C call that returns the values of `names` as a tuple (attrgetter of one name returns the value)."""
+    if not names:
+        return lambda obj: ()
+    if len(names) == 1:
+        get = operator.attrgetter(names[0])
+        return lambda obj: (get(obj),)
+    return operator.attrgetter(*names)
+
+
+class FlatRecordWriter:
+    """Writes objects of the kinds of one schema of the event log's shape (see the module)."""
+
+    def __init__(self, envelope: tuple[int, ...], envelope_of,
+                 branches: dict[type, tuple[bytes, tuple[int, ...], Any]]) -> None:
+        self._envelope = envelope
+        self._envelope_of = envelope_of
+        self._branches = branches
+
+    @classmethod
+    def for_schema(cls, schema: dict[str, Any], types: dict[str, type]) -> FlatRecordWriter | None:
+        """A writer of `schema` (as JSON) for `types` (union branch name -> class, fields named as in the
+        schema); None when the schema is not of the shape this writer writes."""
+        fields = schema["fields"]
+        envelope = _kinds(fields[:-1])
+        union = fields[-1]["type"] if fields else None
+        if envelope is None or not isinstance(union, list):
+            return None
+        branches = {}
+        for index, branch in enumerate(union):
+            if not isinstance(branch, dict) or branch.get("type") != "record" or branch["name"] not in types:
+                return None
+            kinds = _kinds(branch["fields"])
+            if kinds is None:
+                return None
+            index_bytes = bytearray()
+            _append_long(index_bytes, index)
+            branches[types[branch["name"]]] = (bytes(index_bytes), kinds,
+                                              _getter([field["name"] for field in branch["fields"]]))
+        return cls(envelope, _getter([field["name"] for field in fields[:-1]]), branches)
+
+    def write(self, obj: Any, out: bytearray) -> bool:
+        """Append the encoding of `obj` to `out`; False (with `out` in any state) when this writer cannot
+        encode it: encode it the general way."""
+        branch = self._branches.get(type(obj))
+        if branch is None:
+            return False
+        index, kinds, values_of = branch
+        if not _append_fields(out, self._envelope_of(obj), self._envelope):
+            return False
+        out += index
+        return _append_fields(out, values_of(obj), kinds)
