@@ -23,12 +23,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from app import identity
 from app.domain import events as e
 from app.domain.effects import money_effect
 from app.domain.errors import ChainBroken, DomainError
 from app.domain.ledger import replay, verify_chain
 from app.domain.state import WalletState
 from app.settings import Settings
+from readside.readmodel import DEBITED_AT_UNKNOWN_MS
 
 # The wallet fields every copy must agree on (minor units where amounts).
 COMPARED_FIELDS = ("version", "balance_minor", "held_minor", "available_minor", "currency", "status")
@@ -63,19 +65,54 @@ def _compare(report: Report, source: str, wallet_id: str, expected: dict[str, ob
             report.differ(f"{wallet_id}: {source} {name}={found[name]} but the event log says {expected[name]}")
 
 
+# A transfer: its source wallet, its id and its debit's time (ms). One id may name transfers of several
+# sources (ids are unique per source's partition) and one source's id again after the command retention.
+TransferKey = tuple[str, str, int]
+
+
 def in_transit(events: list[e.EventBase]) -> list[e.TransferDebited]:
-    """The debits of the transfers neither credited nor refunded in `events`, oldest first (the legs of a
-    transfer live on different partitions, so a credit may come before its debit in `events`)."""
-    debited: dict[str, e.TransferDebited] = {}
-    settled: set[str] = set()
+    """The debits of the transfers neither credited nor refunded in `events`, oldest first.
+
+    Each leg settles the debit settled_debit gives it; the legs of a transfer live on different partitions, so
+    a credit may come before its debit in `events`."""
+    debits: dict[TransferKey, e.TransferDebited] = {}
+    legs: list[e.TransferCredited | e.TransferRefunded] = []
+    refusals: dict[TransferKey, int] = {}
     for event in events:
         in_transit_minor = money_effect(event).in_transit_minor
         if in_transit_minor > 0:
-            debited[event.transfer_id] = event
+            debits[(event.wallet_id, event.transfer_id, event.timestamp_ms)] = event
         elif in_transit_minor < 0:
-            settled.add(event.transfer_id)
-    return sorted((debit for transfer_id, debit in debited.items() if transfer_id not in settled),
-                  key=lambda debit: (debit.timestamp_ms, debit.transfer_id))
+            legs.append(event)
+        elif isinstance(event, e.TransferCreditRejected):
+            debited_at_ms = identity.leg_decided_at_ms(event.command_id, identity.CREDIT, event.source_wallet_id,
+                                                       event.transfer_id)
+            if debited_at_ms is not None:
+                refusals[(event.source_wallet_id, event.transfer_id, event.timestamp_ms)] = debited_at_ms
+    latest: dict[tuple[str, str], int] = {}
+    for source, transfer_id, debited_at_ms in debits:
+        latest[(source, transfer_id)] = max(debited_at_ms, latest.get((source, transfer_id), debited_at_ms))
+    settled = {settled_debit(leg, refusals, latest) for leg in legs}
+    return sorted((debit for key, debit in debits.items() if key not in settled),
+                  key=lambda debit: (debit.timestamp_ms, debit.transfer_id, debit.wallet_id))
+
+
+def settled_debit(leg: e.TransferCredited | e.TransferRefunded, refusals: dict[TransferKey, int],
+                  latest: dict[tuple[str, str], int]) -> TransferKey:
+    """The transfer a credit or refund leg settles. A credit leg's id names its debit's time; a refund's names
+    the refusal of the credit, whose id (a `TransferCreditRejected` in `refusals`: its source, transfer id
+    and time -> the debit time its id names) names the debit's. A leg under the earlier id form names no time:
+    it settles the latest debit of its source and transfer id (`latest`), as the MySQL sink does."""
+    if isinstance(leg, e.TransferCredited):
+        source = leg.source_wallet_id
+        debited_at_ms = identity.leg_decided_at_ms(leg.command_id, identity.CREDIT, source, leg.transfer_id)
+    else:
+        source = leg.wallet_id
+        refused_at_ms = identity.leg_decided_at_ms(leg.command_id, identity.REFUND, source, leg.transfer_id)
+        debited_at_ms = None if refused_at_ms is None else refusals.get((source, leg.transfer_id, refused_at_ms))
+    if debited_at_ms is None:
+        debited_at_ms = latest.get((source, leg.transfer_id), DEBITED_AT_UNKNOWN_MS)
+    return source, leg.transfer_id, debited_at_ms
 
 
 def _conservation(report: Report, events: list[e.EventBase], states: dict[str, WalletState],

@@ -194,6 +194,14 @@ def path_id(request: web.Request, name: str, regex: re.Pattern[str], code: str) 
     return value
 
 
+def query_id(request: web.Request, name: str, regex: re.Pattern[str], code: str) -> str | None:
+    """An optional id in the query string, checked like a path id."""
+    value = request.query.get(name)
+    if value is not None and regex.fullmatch(value) is None:
+        raise invalid(f"{name} must match {regex.pattern}", code)
+    return value
+
+
 def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and identity.is_reserved(key):
