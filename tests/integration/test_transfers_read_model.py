@@ -4,7 +4,9 @@ debit's time (readside/readmodel.py), and migration 0004 that gave it that key.
 A transfer id is unique per source wallet's partition, not globally: two Kafka producers may pick the same id
 for two source wallets. Sent on `wallet.commands` to a real worker (processor, sinks, API), they are two
 transfers, each with its own row and outcome: `GET /v1/transfers/{id}?source_wallet_id=` answers each, and
-`GET /v1/transfers/{id}` the one debited last.
+`GET /v1/transfers/{id}` the one debited last. The MySQL sink, on the real server, puts a refund (its id names
+the refusal, not the debit) and a credit leg of the earlier id form (no time) on the latest debit of their
+source and id.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import create_engine, text
 
+from agents import mysql_sink
+from agents.projection import ProjectedEvent
+from app import identity
 from app.domain import commands as c
+from app.domain import events as e
 from ops.local import stack as local_stack
 from readside import readmodel
 from tests.conftest import prepare_topics
@@ -96,6 +102,78 @@ async def test_one_transfer_id_from_two_sources_on_two_partitions_is_two_transfe
     assert (status, body["code"]) == (404, "TRANSFER_NOT_FOUND")
     status, body = get_transfer(settings, transfer_id, "not%20a%20wallet")
     assert (status, body["code"]) == (400, "INVALID_WALLET_ID")
+
+
+# ---------------------------------------------------------------- the MySQL sink's legs without a debit time
+
+
+class Events:
+    """Transfer events as the processor writes them, with each wallet's versions counted."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.offset = 0
+
+    def __call__(self, cls, wallet_id: str, command_id: str, timestamp_ms: int, **fields) -> ProjectedEvent:
+        self.versions[wallet_id] = self.versions.get(wallet_id, 0) + 1
+        self.offset += 1
+        event = cls(wallet_id=wallet_id, command_id=command_id, timestamp_ms=timestamp_ms,
+                    version=self.versions[wallet_id], balance_after_minor=0, available_after_minor=0,
+                    held_after_minor=0, hash="a" * 64, amount_minor=100, currency="EUR", transfer_id=fields.pop(
+                        "transfer_id"), **fields)
+        return ProjectedEvent(event, "f" * 32, 0, self.offset)
+
+    def debit(self, source: str, transfer_id: str, at_ms: int) -> ProjectedEvent:
+        return self(e.TransferDebited, source, transfer_id, at_ms, transfer_id=transfer_id,
+                    destination_wallet_id="bob", reference="")
+
+    def credit(self, source: str, transfer_id: str, command_id: str, at_ms: int) -> ProjectedEvent:
+        return self(e.TransferCredited, "bob", command_id, at_ms, transfer_id=transfer_id, source_wallet_id=source)
+
+    def refund(self, source: str, transfer_id: str, refused_at_ms: int, at_ms: int) -> ProjectedEvent:
+        return self(e.TransferRefunded, source, identity.refund_command_id(source, transfer_id, refused_at_ms), at_ms,
+                    transfer_id=transfer_id, destination_wallet_id="bob", reason_code="WALLET_FROZEN")
+
+
+def _transfer_rows(settings) -> list[tuple]:
+    engine = _sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(
+                "SELECT transfer_id, source_wallet_id, debited_at_ms, status, created_at_ms, completed_at_ms, "
+                "refunded_at_ms FROM transfers ORDER BY transfer_id, source_wallet_id, debited_at_ms"))]
+    finally:
+        engine.dispose()
+
+
+async def test_the_sink_puts_refunds_and_earlier_form_credits_on_the_latest_debit_of_their_source_and_id(stack):
+    settings = isolation.with_database(isolated_settings(stack, "sink-legs"))
+    writer = await mysql_sink.create_writer(settings)
+    events = Events()
+    try:
+        # t-reused: a first transfer completed by a credit leg of the earlier id form (no time in its id) ...
+        await writer([events.debit("alice", "t-reused", 1_000)])
+        await writer([events.credit("alice", "t-reused", "~credit/alice/t-reused", 1_050)])
+        # ... then the id again, after the retention, refused by its destination: the refund names the refusal.
+        await writer([events.debit("alice", "t-reused", 9_000)])
+        refund = events.refund("alice", "t-reused", 9_040, 9_080)
+        await writer([refund])
+        await writer([refund])  # a replayed batch changes nothing
+        # t-one-batch: the debit and its refund in one batch (the upsert runs before the legs' statement).
+        await writer([events.debit("carol", "t-one-batch", 2_000), events.refund("carol", "t-one-batch", 2_040, 2_080)])
+        # t-orphan: an earlier-form credit whose debit is not projected: a row of its own under debit time 0.
+        await writer([events.credit("dave", "t-orphan", "~credit/dave/t-orphan", 3_050)])
+    finally:
+        await writer.engine.dispose()
+    try:
+        assert _transfer_rows(settings) == [
+            ("t-one-batch", "carol", 2_000, "refunded", 2_000, None, 2_080),
+            ("t-orphan", "dave", readmodel.DEBITED_AT_UNKNOWN_MS, "completed", None, 3_050, None),
+            ("t-reused", "alice", 1_000, "completed", 1_000, 1_050, None),
+            ("t-reused", "alice", 9_000, "refunded", 9_000, None, 9_080),
+        ]
+    finally:
+        isolation.drop_database(settings)
 
 
 # ---------------------------------------------------------------- migration 0004 on the real MariaDB
