@@ -302,7 +302,8 @@ class MySqlWriter:
     """Writes one batch of events in one transaction (see the module docstring).
 
     Per batch one statement per table (ledger entries, outcomes, transfers, wallets; a table's rows above
-    STATEMENT_BYTES_MAX take more; a batch with refunds has one more for them, LegsOnLatestDebit), then the COMMIT, each its own round trip. Two batches may be written at
+    STATEMENT_BYTES_MAX take more; a batch with refunds or earlier-form credit legs has one more for them,
+    LegsOnLatestDebit), then the COMMIT, each its own round trip. Two batches may be written at
     once (`writes_in_flight_max`), on two connections, when they have no wallet in common (the projection
     sees to that: a wallet row's owner, currency and status depend on the order of its events). Their
     other rows commute: ledger entries and outcomes are inserted once by key, and a transfer's status only

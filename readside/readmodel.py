@@ -54,7 +54,7 @@ ledger_entries = Table(
 
 # One row per transfer: a transfer id is unique per source wallet's partition while the processor remembers it
 # (command_retention_s), so (transfer id, source, debit time) names one debit; the key's order serves both
-# `GET /v1/transfers/{id}` (by id, latest debit first) and the sink's lookup of a leg's debit (id and source).
+# `GET /v1/transfers/{id}` (the rows of one id) and the sink's lookup of a leg's debit (id and source).
 transfers = Table(
     "transfers", metadata,
     Column("transfer_id", String(255), primary_key=True),
@@ -137,8 +137,7 @@ def transfer_row(event: e.EventBase) -> dict[str, Any] | None:
         return None
     return {
         "transfer_id": event.transfer_id, "source_wallet_id": source, "debited_at_ms": debited_at_ms,
-        "destination_wallet_id": destination,
-        "amount_minor": event.amount_minor, "currency": event.currency, "status": status,
+        "destination_wallet_id": destination, "amount_minor": event.amount_minor, "currency": event.currency, "status": status,
         "reason_code": getattr(event, "reason_code", None),
         "created_at_ms": event.timestamp_ms if status == "pending" else None,
         "completed_at_ms": event.timestamp_ms if status == "completed" else None,

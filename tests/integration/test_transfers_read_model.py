@@ -67,7 +67,8 @@ async def test_one_transfer_id_from_two_sources_on_two_partitions_is_two_transfe
                    timestamp_ms=now_ms(), **fields)
 
     async with Ledger(settings) as ledger:
-        await ledger.send(*(command(c.OpenWallet, w, owner_id="o", currency="EUR") for w in (alice, carol, bob, frozen)))
+        await ledger.send(*(command(c.OpenWallet, wallet_id, owner_id="o", currency="EUR")
+                            for wallet_id in (alice, carol, bob, frozen)))
         await ledger.send(command(c.Deposit, alice, amount_minor=10_000, currency="EUR"),
                           command(c.Deposit, carol, amount_minor=10_000, currency="EUR"),
                           command(c.Freeze, frozen, reason="kyc"))
