@@ -151,14 +151,14 @@ async def test_a_transfer_whose_credit_never_arrives_is_reported_by_reconcile_an
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def pending_transfers(settings: Settings, transfer_id: str) -> list[tuple]:
+def pending_transfers(settings: Settings, transfer_id: str) -> set[tuple]:
     """The `transfers` rows of `transfer_id` still pending on the primary: (source, amount in minor units)."""
     engine = create_engine(settings.mysql_dsn.replace("+aiomysql", "+pymysql"))
     try:
         with engine.connect() as conn:
-            return sorted(tuple(row) for row in conn.execute(text(
+            return {tuple(row) for row in conn.execute(text(
                 "SELECT source_wallet_id, amount_minor FROM transfers WHERE transfer_id = :t AND status = 'pending'"),
-                {"t": transfer_id}))
+                {"t": transfer_id})}
     finally:
         engine.dispose()
 
@@ -181,7 +181,7 @@ async def test_two_transfers_in_transit_under_one_id_from_two_sources_are_two_fo
         await log.transfer(alice, bob, 1_500, alice_debited_ms, transfer_id)
         await log.transfer(carol, bob, 2_500, carol_debited_ms, transfer_id)
 
-        wait_for(lambda: pending_transfers(settings, transfer_id) == [(alice, 1_500), (carol, 2_500)], WAIT_S,
+        wait_for(lambda: pending_transfers(settings, transfer_id) == {(alice, 1_500), (carol, 2_500)}, WAIT_S,
                  "both transfers to be pending rows of their own in MySQL", interval_s=0.3)
         wait_for(lambda: gauge(settings, COUNT_GAUGE) == 2.0, WAIT_S, f"{COUNT_GAUGE} to count both", interval_s=0.3)
         assert gauge(settings, GAUGE) >= STUCK_AGE_S  # alice's, the older
@@ -196,7 +196,7 @@ async def test_two_transfers_in_transit_under_one_id_from_two_sources_are_two_fo
 
         # Alice's credit lands: carol's transfer is still in transit, and it alone.
         await log.credit(alice, bob, transfer_id, 1_500, alice_debited_ms, now_ms())
-        wait_for(lambda: pending_transfers(settings, transfer_id) == [(carol, 2_500)], WAIT_S,
+        wait_for(lambda: pending_transfers(settings, transfer_id) == {(carol, 2_500)}, WAIT_S,
                  "alice's transfer to complete and carol's to stay pending", interval_s=0.3)
         wait_for(lambda: gauge(settings, COUNT_GAUGE) == 1.0, WAIT_S, f"{COUNT_GAUGE} to drop to 1", interval_s=0.3)
         # The oldest is now carol's, a minute younger than alice's (the same poll read the count and the oldest).
@@ -205,4 +205,4 @@ async def test_two_transfers_in_transit_under_one_id_from_two_sources_are_two_fo
         await log.credit(carol, bob, transfer_id, 2_500, carol_debited_ms, now_ms())
     wait_for(lambda: gauge(settings, COUNT_GAUGE) == 0.0 and gauge(settings, GAUGE) == 0.0, WAIT_S,
              "nothing in transit once both credits are projected", interval_s=0.3)
-    assert pending_transfers(settings, transfer_id) == []
+    assert pending_transfers(settings, transfer_id) == set()
