@@ -2,7 +2,8 @@
 
 Idempotent by key: ledger entries by `(wallet_id, version)` and outcomes by `command_id` are inserted with a
 no-op `ON DUPLICATE KEY UPDATE` (not `INSERT IGNORE`, which would also turn a value the column cannot hold
-into a silent truncation); a wallet row only moves to a newer version; a transfer's status only moves forward.
+into a silent truncation); a wallet row only moves to a newer version; a transfer's status only moves forward,
+on the row of its transfer id, source wallet and debit time (a refund finds its debit: LegsOnLatestDebit).
 
 How values reach the server. The rows are rendered into multi-row statements here (one per table per batch,
 see MultiRowStatement for why), with the driver's own escaping (`pymysql.converters`), which is correct for
@@ -33,8 +34,8 @@ from app.domain.events import is_applied
 from app.settings import Settings
 from readside.errors import StoreUnavailable
 from readside.mysql import CONNECT_TIMEOUT_S, POOL_SIZE
-from readside.readmodel import (command_outcomes, fold_wallets, ledger_entries, ledger_row, outcome_row,
-                                transfer_row, transfers, wallets)
+from readside.readmodel import (DEBITED_AT_UNKNOWN_MS, command_outcomes, fold_wallets, ledger_entries, ledger_row,
+                                outcome_row, transfer_row, transfers, wallets)
 
 # The session the rendered statements are escaped for: backslash escapes on (no NO_BACKSLASH_ESCAPES), and
 # strict, so a value a column cannot hold is an error (the event goes to the sink DLQ), never a truncation.
@@ -119,7 +120,7 @@ class MultiRowStatement:
     row is then one `%` format in C. A batch that breaks the column types is rendered value by value
     (`_literal`). The text is right only for the pinned session (see the module docstring)."""
 
-    def __init__(self, statement, table) -> None:
+    def __init__(self, statement, table, row_columns=None) -> None:
         from sqlalchemy.dialects import mysql
 
         compiled = str(statement.compile(dialect=mysql.dialect(paramstyle="format")))
@@ -128,9 +129,10 @@ class MultiRowStatement:
             raise ValueError("a bound parameter outside VALUES cannot be rendered per row")
         self.head = head + " VALUES "
         self.tail = rest.split(")", 1)[1]
-        self.columns = [column.name for column in table.columns]
+        row_columns = list(table.columns) if row_columns is None else row_columns
+        self.columns = [column.name for column in row_columns]
         # Per column: int (NOT NULL integer), str (NOT NULL text) or None (nullable: any literal).
-        self.kinds = [None if column.nullable else column.type.python_type for column in table.columns]
+        self.kinds = [None if column.nullable else column.type.python_type for column in row_columns]
         if not set(self.kinds) <= {int, str, None}:
             raise ValueError(f"{table.name} has a column type the sink cannot render")
         self.template = "(" + ",".join({int: "%d", str: "'%s'", None: "%s"}[kind] for kind in self.kinds) + ")"
@@ -180,6 +182,36 @@ class MultiRowStatement:
             size += len(values) + 1
         statements.append(self.head + ",".join(chunk) + self.tail)
         return statements
+
+
+class LegsOnLatestDebit(MultiRowStatement):
+    """The `transfers` rows of legs whose debit time is not known (transfer_row gives None: a refund, whose id
+    names the refusal; a credit leg under the earlier id form), each put on the latest debit of its transfer
+    id and source wallet, in one statement:
+
+        INSERT INTO transfers (...) WITH leg (...) AS (VALUES (...), ...)
+        SELECT ..., COALESCE((SELECT MAX(debited_at_ms) ... same id and source), DEBITED_AT_UNKNOWN_MS), ...
+        FROM leg ON DUPLICATE KEY UPDATE <the transfer upsert's>
+
+    A refund's debit was decided before it on the same wallet, so it is written in an earlier batch or by
+    the batch's upsert that runs before this statement (batches with a wallet in common are never written at
+    once). "Latest" is wrong only when a source reused a transfer id (after command_retention_s) while the
+    first transfer's leg was still on its way; a leg with no debit found gets a row of its own under
+    DEBITED_AT_UNKNOWN_MS (docs/DESIGN.md section 7)."""
+
+    def __init__(self) -> None:
+        key = transfers.c.debited_at_ms
+        super().__init__(_transfer_upsert(), transfers, [column for column in transfers.columns if column is not key])
+        debited_at = (f"COALESCE((SELECT MAX(debit.debited_at_ms) FROM transfers AS debit WHERE debit.transfer_id = "
+                      f"leg.transfer_id AND debit.source_wallet_id = leg.source_wallet_id), {DEBITED_AT_UNKNOWN_MS})")
+        selected = ", ".join(debited_at if column is key else f"leg.{column.name}" for column in transfers.columns)
+        self.head = (f"INSERT INTO transfers ({', '.join(column.name for column in transfers.columns)}) "
+                     f"WITH leg ({', '.join(self.columns)}) AS (VALUES ")
+        self.tail = f") SELECT {selected} FROM leg" + self.tail
+
+
+def _transfer_key(row: dict) -> tuple:
+    return row["transfer_id"], row["source_wallet_id"], row["debited_at_ms"] or 0
 
 
 # Batches written at once by default, each in a transaction on a connection of its own (see MySqlWriter;
@@ -270,7 +302,8 @@ class MySqlWriter:
     """Writes one batch of events in one transaction (see the module docstring).
 
     Per batch one statement per table (ledger entries, outcomes, transfers, wallets; a table's rows above
-    STATEMENT_BYTES_MAX take more), then the COMMIT, each its own round trip. Two batches may be written at
+    STATEMENT_BYTES_MAX take more; a batch with refunds or earlier-form credit legs has one more for them,
+    LegsOnLatestDebit), then the COMMIT, each its own round trip. Two batches may be written at
     once (`writes_in_flight_max`), on two connections, when they have no wallet in common (the projection
     sees to that: a wallet row's owner, currency and status depend on the order of its events). Their
     other rows commute: ledger entries and outcomes are inserted once by key, and a transfer's status only
@@ -284,6 +317,7 @@ class MySqlWriter:
         self.writes_in_flight_max = writes_in_flight_max
         self._wallet_upsert = MultiRowStatement(_wallet_upsert(), wallets)
         self._transfer_upsert = MultiRowStatement(_transfer_upsert(), transfers)
+        self._legs_on_latest_debit = LegsOnLatestDebit()
         self._ledger_insert = MultiRowStatement(_insert_once(ledger_entries, "version"), ledger_entries)
         self._outcome_insert = MultiRowStatement(_insert_once(command_outcomes, "command_id"), command_outcomes)
         # A wallet row is its WalletView's fields in the table's column order.
@@ -299,11 +333,13 @@ class MySqlWriter:
                         key=lambda row: (row["wallet_id"], row["version"]))
         outcomes = sorted((outcome_row(item.event, item.fingerprint) for item in items),
                           key=lambda row: row["command_id"])
-        transfer_rows = sorted((row for row in map(transfer_row, events) if row is not None),
-                               key=lambda row: row["transfer_id"])
+        transfer_rows = sorted((row for row in map(transfer_row, events) if row is not None), key=_transfer_key)
+        keyed = [row for row in transfer_rows if row["debited_at_ms"] is not None]
+        legs = [row for row in transfer_rows if row["debited_at_ms"] is None]
         views = sorted(fold_wallets(events).values(), key=_WALLET_ID)
+        # The legs' statement after the upsert: a leg's debit may be in this batch.
         return (self._ledger_insert.render(ledger) + self._outcome_insert.render(outcomes)
-                + self._transfer_upsert.render(transfer_rows)
+                + self._transfer_upsert.render(keyed) + self._legs_on_latest_debit.render(legs)
                 + self._wallet_upsert.render_values(list(map(self._wallet_values, views))))
 
     async def execute(self, statements: list[str]) -> None:

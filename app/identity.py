@@ -141,6 +141,19 @@ def check_leg(command_id: str, cause: str, wallet_id: str, transfer_id: str, dec
     check_internal(command_id, cause, wallet_id, leg_cause_id(transfer_id, decided_at_ms))
 
 
+def leg_decided_at_ms(command_id: str, cause: str, source_wallet_id: str, transfer_id: str) -> int | None:
+    """The time (ms, the processor's clock) a leg's id names: for a credit leg the debit's, for a refund leg the
+    refusal's (see credit_command_id, refund_command_id). None when `command_id` is not the `cause` leg of
+    transfer `transfer_id` from `source_wallet_id` under the current form: a leg under the earlier form
+    `~<cause>/<source_wallet_id>/<transfer_id>` names no time."""
+    prefix = f"~{cause}/{source_wallet_id}/{transfer_id}:"
+    if not command_id.startswith(prefix):
+        return None
+    digits = command_id[len(prefix):]
+    # At most 19 digits: every non-negative Avro long (INTERNAL_COMMAND_ID_RE's bound).
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 19 else None
+
+
 def retention_start_ms(now_ms: int, retention_s: int) -> int:
     """Command ids first decided before this processor time (ms) are forgotten."""
     return now_ms - retention_s * 1000

@@ -100,6 +100,10 @@ transfer_in_transit_oldest_seconds = Gauge(
     "wallet_transfer_in_transit_oldest_seconds",
     "Age of the oldest transfer debited and neither credited nor refunded (MySQL read model), seconds; 0 if none.",
     registry=None)
+transfers_in_transit = Gauge(
+    "wallet_transfers_in_transit",
+    "Transfers debited and neither credited nor refunded (MySQL read model), each counted once.",
+    registry=None)
 mysql_replica_lag_seconds = Gauge(
     "wallet_mysql_replica_lag_seconds",
     "Seconds_Behind_Master of the MySQL read replica; -1 when replication is stopped or unreachable.")

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
 
+from app import identity
 from app.domain import events as e
 from app.domain.effects import money_effect
 
@@ -51,10 +52,15 @@ ledger_entries = Table(
     Index("ix_ledger_entries_wallet_time", "wallet_id", "event_time_ms", "version"),
 )
 
+# One row per transfer: a transfer id is unique per source wallet's partition while the processor remembers it
+# (command_retention_s), so (transfer id, source, debit time) names one debit; the key's order serves both
+# `GET /v1/transfers/{id}` (the rows of one id) and the sink's lookup of a leg's debit (id and source).
 transfers = Table(
     "transfers", metadata,
     Column("transfer_id", String(255), primary_key=True),
-    Column("source_wallet_id", String(64), nullable=False),
+    Column("source_wallet_id", String(64), primary_key=True),
+    # The debit's time, ms (the processor's clock; DEBITED_AT_UNKNOWN_MS when no debit was found for a leg).
+    Column("debited_at_ms", BigInteger, primary_key=True, autoincrement=False),
     Column("destination_wallet_id", String(64), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
@@ -106,19 +112,32 @@ def outcome_row(event: e.EventBase, fingerprint: str) -> dict[str, Any]:
     }
 
 
+# The debit time of a row a leg landed on when no debit of its source and transfer id was there (see
+# transfer_row), and of rows migrated without a debit time (migrations/versions/0004).
+DEBITED_AT_UNKNOWN_MS = 0
+
+
 def transfer_row(event: e.EventBase) -> dict[str, Any] | None:
-    """The `transfers` row an event creates or moves forward (None for other events)."""
+    """The `transfers` row an event creates or moves forward (None for other events).
+
+    Its key is the transfer id, the source wallet and the debit's time (`debited_at_ms`, ms). A debit has that
+    time (its own); a credit leg's id names it (app/identity.py). A refund's id names the refusal, not the
+    debit, and a leg under the earlier id form names no time: for those `debited_at_ms` is None, and the sink
+    puts the leg on the latest debit of its source and transfer id (see `agents/mysql_sink.py`)."""
     if isinstance(event, e.TransferDebited):
         source, destination, status = event.wallet_id, event.destination_wallet_id, "pending"
+        debited_at_ms: int | None = event.timestamp_ms
     elif isinstance(event, e.TransferCredited):
         source, destination, status = event.source_wallet_id, event.wallet_id, "completed"
+        debited_at_ms = identity.leg_decided_at_ms(event.command_id, identity.CREDIT, source, event.transfer_id)
     elif isinstance(event, e.TransferRefunded):
         source, destination, status = event.wallet_id, event.destination_wallet_id, "refunded"
+        debited_at_ms = None
     else:
         return None
     return {
-        "transfer_id": event.transfer_id, "source_wallet_id": source, "destination_wallet_id": destination,
-        "amount_minor": event.amount_minor, "currency": event.currency, "status": status,
+        "transfer_id": event.transfer_id, "source_wallet_id": source, "debited_at_ms": debited_at_ms,
+        "destination_wallet_id": destination, "amount_minor": event.amount_minor, "currency": event.currency, "status": status,
         "reason_code": getattr(event, "reason_code", None),
         "created_at_ms": event.timestamp_ms if status == "pending" else None,
         "completed_at_ms": event.timestamp_ms if status == "completed" else None,

@@ -7,9 +7,8 @@ from pathlib import Path
 from app.settings import Settings
 
 
-def migrate(settings: Settings) -> None:
-    """Run the Alembic migrations of the MySQL read model up to head."""
-    from alembic import command
+def alembic_config(settings: Settings):
+    """The Alembic configuration of the MySQL read model of `settings`."""
     from alembic.config import Config
 
     import migrations
@@ -17,7 +16,14 @@ def migrate(settings: Settings) -> None:
     config = Config()  # no alembic.ini needed: installs (the Docker image) carry the migrations package
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["url"] = settings.mysql_dsn.replace("+aiomysql", "+pymysql")
-    command.upgrade(config, "head")
+    return config
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Run the Alembic migrations of the MySQL read model up to `revision` (head: all)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(settings), revision)
 
 
 def register_schemas(settings: Settings) -> dict[str, int]:

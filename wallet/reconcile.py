@@ -4,7 +4,8 @@ Sources, wallet by wallet:
 - `replay`: a fold of `wallet.events` (the truth) with `app.domain.ledger.replay`;
 - `table`:  the processor's RocksDB stores under `<state_dir>/processor/p<N>`, opened read-only;
 - `mysql`:  the `wallets` row, and the `ledger_entries` rows against the applied events (version, hash,
-            balance after) on the primary;
+            balance after) on the primary; and the `transfers` rows, one per transfer (source, transfer id,
+            debit time: `transfers_in_log`), against the status the log gives each;
 - `redis`:  the `wallet:<id>` hash.
 Each difference is printed; the exit status is 1 when there is any. Run it on a quiet system: a copy
 that is merely behind (a sink still catching up) is reported as a difference too.
@@ -23,12 +24,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from app import identity
 from app.domain import events as e
 from app.domain.effects import money_effect
 from app.domain.errors import ChainBroken, DomainError
 from app.domain.ledger import replay, verify_chain
 from app.domain.state import WalletState
 from app.settings import Settings
+from readside.readmodel import DEBITED_AT_UNKNOWN_MS
 
 # The wallet fields every copy must agree on (minor units where amounts).
 COMPARED_FIELDS = ("version", "balance_minor", "held_minor", "available_minor", "currency", "status")
@@ -63,19 +66,66 @@ def _compare(report: Report, source: str, wallet_id: str, expected: dict[str, ob
             report.differ(f"{wallet_id}: {source} {name}={found[name]} but the event log says {expected[name]}")
 
 
+# A transfer: its source wallet, its id and its debit's time (ms). One id may name transfers of several
+# sources (ids are unique per source's partition) and one source's id again after the command retention.
+TransferKey = tuple[str, str, int]
+
+
 def in_transit(events: list[e.EventBase]) -> list[e.TransferDebited]:
-    """The debits of the transfers neither credited nor refunded in `events`, oldest first (the legs of a
-    transfer live on different partitions, so a credit may come before its debit in `events`)."""
-    debited: dict[str, e.TransferDebited] = {}
-    settled: set[str] = set()
+    """The debits of the transfers neither credited nor refunded in `events`, oldest first."""
+    debits, settled = transfers_in_log(events)
+    return unsettled_debits(debits, settled)
+
+
+def unsettled_debits(debits: dict[TransferKey, e.TransferDebited],
+                     settled: dict[TransferKey, str]) -> list[e.TransferDebited]:
+    """The debits of `debits` no leg of `settled` settled, oldest first."""
+    return sorted((debit for key, debit in debits.items() if key not in settled),
+                  key=lambda debit: (debit.timestamp_ms, debit.transfer_id, debit.wallet_id))
+
+
+def transfers_in_log(events: list[e.EventBase]) -> tuple[dict[TransferKey, e.TransferDebited], dict[TransferKey, str]]:
+    """The transfers of `events`: their debits by key, and the status each settled one has ("completed" or
+    "refunded", by the key settled_debit gives its leg). The legs of a transfer live on different partitions,
+    so a credit may come before its debit in `events`."""
+    debits: dict[TransferKey, e.TransferDebited] = {}
+    legs: list[e.TransferCredited | e.TransferRefunded] = []
+    refusals: dict[TransferKey, int] = {}
     for event in events:
         in_transit_minor = money_effect(event).in_transit_minor
         if in_transit_minor > 0:
-            debited[event.transfer_id] = event
+            debits[(event.wallet_id, event.transfer_id, event.timestamp_ms)] = event
         elif in_transit_minor < 0:
-            settled.add(event.transfer_id)
-    return sorted((debit for transfer_id, debit in debited.items() if transfer_id not in settled),
-                  key=lambda debit: (debit.timestamp_ms, debit.transfer_id))
+            legs.append(event)
+        elif isinstance(event, e.TransferCreditRejected):
+            debited_at_ms = identity.leg_decided_at_ms(event.command_id, identity.CREDIT, event.source_wallet_id,
+                                                       event.transfer_id)
+            if debited_at_ms is not None:
+                refusals[(event.source_wallet_id, event.transfer_id, event.timestamp_ms)] = debited_at_ms
+    latest: dict[tuple[str, str], int] = {}
+    for source, transfer_id, debited_at_ms in debits:
+        latest[(source, transfer_id)] = max(debited_at_ms, latest.get((source, transfer_id), debited_at_ms))
+    settled = {settled_debit(leg, refusals, latest): "completed" if isinstance(leg, e.TransferCredited) else "refunded"
+               for leg in legs}
+    return debits, settled
+
+
+def settled_debit(leg: e.TransferCredited | e.TransferRefunded, refusals: dict[TransferKey, int],
+                  latest: dict[tuple[str, str], int]) -> TransferKey:
+    """The transfer a credit or refund leg settles. A credit leg's id names its debit's time; a refund's names
+    the refusal of the credit, whose id (a `TransferCreditRejected` in `refusals`: its source, transfer id
+    and time -> the debit time its id names) names the debit's. A leg under the earlier id form names no time:
+    it settles the latest debit of its source and transfer id (`latest`), as the MySQL sink does."""
+    if isinstance(leg, e.TransferCredited):
+        source = leg.source_wallet_id
+        debited_at_ms = identity.leg_decided_at_ms(leg.command_id, identity.CREDIT, source, leg.transfer_id)
+    else:
+        source = leg.wallet_id
+        refused_at_ms = identity.leg_decided_at_ms(leg.command_id, identity.REFUND, source, leg.transfer_id)
+        debited_at_ms = None if refused_at_ms is None else refusals.get((source, leg.transfer_id, refused_at_ms))
+    if debited_at_ms is None:
+        debited_at_ms = latest.get((source, leg.transfer_id), DEBITED_AT_UNKNOWN_MS)
+    return source, leg.transfer_id, debited_at_ms
 
 
 def _conservation(report: Report, events: list[e.EventBase], states: dict[str, WalletState],
@@ -156,11 +206,12 @@ async def _mysql(settings: Settings, wallet_ids: list[str]):
     from sqlalchemy import select
 
     from readside.mysql import make_engine
-    from readside.readmodel import ledger_entries, wallets
+    from readside.readmodel import ledger_entries, transfers, wallets
 
     engine = make_engine(settings.mysql_dsn)
     rows: dict[str, dict] = {}
     entries: dict[str, dict[int, tuple]] = defaultdict(dict)
+    statuses: dict[TransferKey, str] = {}
     try:
         async with engine.connect() as conn:
             for row in (await conn.execute(select(wallets))).mappings():
@@ -169,9 +220,27 @@ async def _mysql(settings: Settings, wallet_ids: list[str]):
                            ledger_entries.c.balance_after_minor)
             for wallet_id, version, hash_, balance in (await conn.execute(query)):
                 entries[wallet_id][version] = (hash_, balance)
+            query = select(transfers.c.source_wallet_id, transfers.c.transfer_id, transfers.c.debited_at_ms,
+                           transfers.c.status)
+            for source, transfer_id, debited_at_ms, status in (await conn.execute(query)):
+                statuses[(source, transfer_id, debited_at_ms)] = status
     finally:
         await engine.dispose()
-    return rows, entries
+    return rows, entries, statuses
+
+
+def _compare_transfers(report: Report, expected: dict[TransferKey, str], found: dict[TransferKey, str]) -> None:
+    """A difference for each transfer whose MySQL `transfers` row is missing, extra, or has another status
+    than the event log gives it (`expected`: pending, completed or refunded by transfer key)."""
+    for key in sorted(set(expected) | set(found)):
+        source, transfer_id, debited_at_ms = key
+        name = f"mysql transfers: {transfer_id} from {source} debited at {debited_at_ms}"
+        if key not in found:
+            report.differ(f"{name} is missing (the event log says {expected[key]})")
+        elif key not in expected:
+            report.differ(f"{name} is {found[key]} but not in the event log")
+        elif found[key] != expected[key]:
+            report.differ(f"{name} is {found[key]} but the event log says {expected[key]}")
 
 
 async def _redis(settings: Settings, wallet_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
@@ -220,7 +289,8 @@ async def reconcile(settings: Settings, *, check_table: bool = True, now_ms: int
             verify_chain(stream)
         except ChainBroken as exc:
             report.differ(f"{wallet_id}: hash chain broken: {exc}")
-    unsettled = in_transit(events)
+    debits, settled = transfers_in_log(events)
+    unsettled = unsettled_debits(debits, settled)
     _conservation(report, events, states, unsettled)
     report.differences.extend(stuck_in_transit(unsettled, now_ms, settings.transfer_in_transit_max_s))
 
@@ -240,7 +310,8 @@ async def reconcile(settings: Settings, *, check_table: bool = True, now_ms: int
             for wallet_id in sorted(set(table) - set(states)):
                 report.differ(f"{wallet_id}: in the table but not in the event log")
 
-    rows, entries = await _mysql(settings, wallet_ids)
+    rows, entries, transfer_statuses = await _mysql(settings, wallet_ids)
+    _compare_transfers(report, {**{key: "pending" for key in debits}, **settled}, transfer_statuses)
     for wallet_id in wallet_ids:
         state = states[wallet_id]
         row = rows.get(wallet_id)

@@ -80,9 +80,10 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
                 group.create_task(monitor_replica_lag(settings), name="replica-lag")
                 # The sinks process also reports the last `wallet reconcile` verdict (one process, no duplicates).
                 REGISTRY.register(ReconcileResult(settings.state_dir / RESULT_FILE))
-                # ... and the age of the oldest transfer in transit, read from MySQL.
+                # ... and the transfers in transit (how many, the oldest's age), read from MySQL.
                 group.create_task(monitor_in_transit(settings), name="in-transit")
                 REGISTRY.register(metrics.transfer_in_transit_oldest_seconds)
+                REGISTRY.register(metrics.transfers_in_transit)
             if "web" in roles:
                 from web.app import serve
 

@@ -362,8 +362,13 @@ def _paths(settings: Settings) -> dict:
                 "headers": _location(r"^/v1/transfers/[^/]+$", "`/v1/transfers/{transfer_id}`.")}},
             tag="transfers", path_parameters=()),
         "/v1/transfers/{transfer_id}": _get(
-            "getTransfer", "Get a transfer", "A transfer and its status.", "Transfer", tag="transfers",
-            parameters=[{"name": "transfer_id", "in": "path", "required": True, "schema": _schema("CommandId")}]),
+            "getTransfer", "Get a transfer", "A transfer and its status. One id may name transfers of several "
+            "source wallets (ids are unique per source) and, once the command retention has passed, a later "
+            "transfer of the same source: the latest debited is answered, or the latest of one source with "
+            "`?source_wallet_id=`.", "Transfer", tag="transfers",
+            parameters=[{"name": "transfer_id", "in": "path", "required": True, "schema": _schema("CommandId")},
+                        {"name": "source_wallet_id", "in": "query", "required": False, "schema": _schema("WalletId"),
+                         "description": "Only transfers debited from this wallet."}]),
         wallet_path + "/holds": _post(
             "placeHold", "Place a hold", "Reserves an amount of `available` until captured, released or "
             "expired.", SCOPE_WRITE, "PlaceHoldRequest", {"201": {

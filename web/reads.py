@@ -280,11 +280,20 @@ async def _status_row(request: web.Request, query) -> dict[str, Any] | None:
 
 
 async def get_transfer(request: web.Request) -> web.Response:
+    """The latest transfer (by debit time) under the id, or with `?source_wallet_id=` that source's latest: one
+    id may name transfers of several sources, and one source's id again after the command retention."""
     await authorize(request, READ)
     transfer_id = validation.path_id(request, "transfer_id", PUBLIC_COMMAND_ID_RE, "INVALID_TRANSFER_ID")
-    row = await _status_row(request, select(transfers).where(transfers.c.transfer_id == transfer_id))
+    source_wallet_id = validation.query_id(request, "source_wallet_id", WALLET_ID_RE, "INVALID_WALLET_ID")
+    query = select(transfers).where(transfers.c.transfer_id == transfer_id)
+    if source_wallet_id is not None:
+        query = query.where(transfers.c.source_wallet_id == source_wallet_id)
+    # Two sources debited in the same millisecond: the answer is still one and the same each time.
+    latest = query.order_by(transfers.c.debited_at_ms.desc(), transfers.c.source_wallet_id.desc()).limit(1)
+    row = await _status_row(request, latest)
     if row is None:
-        raise ProblemError(404, "TRANSFER_NOT_FOUND", "Unknown transfer", f"no transfer {transfer_id}")
+        of_source = "" if source_wallet_id is None else f" from {source_wallet_id}"
+        raise ProblemError(404, "TRANSFER_NOT_FOUND", "Unknown transfer", f"no transfer {transfer_id}{of_source}")
     return web.json_response(render.transfer(row))
 
 

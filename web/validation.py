@@ -187,11 +187,20 @@ def query_time_ms(request: web.Request, name: str) -> int | None:
     return int(round(timestamp * 1000))
 
 
-def path_id(request: web.Request, name: str, regex: re.Pattern[str], code: str) -> str:
-    value = request.match_info[name]
+def _id(name: str, value: str, regex: re.Pattern[str], code: str) -> str:
     if regex.fullmatch(value) is None:
         raise invalid(f"{name} must match {regex.pattern}", code)
     return value
+
+
+def path_id(request: web.Request, name: str, regex: re.Pattern[str], code: str) -> str:
+    return _id(name, request.match_info[name], regex, code)
+
+
+def query_id(request: web.Request, name: str, regex: re.Pattern[str], code: str) -> str | None:
+    """An optional id in the query string, checked like a path id."""
+    value = request.query.get(name)
+    return None if value is None else _id(name, value, regex, code)
 
 
 def idempotency_key(request: web.Request) -> str | None:

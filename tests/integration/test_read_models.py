@@ -157,19 +157,30 @@ async def test_reconcile_reports_a_corrupted_mysql_row_and_a_corrupted_redis_has
     payer, payee = workload["payer"], workload["payee"]
     engine = create_async_engine(settings.mysql_dsn)
     redis = make_client(settings.redis_url)
+    async with engine.connect() as conn:
+        (transfer_id, debited_at_ms), = (await conn.execute(text(
+            "SELECT transfer_id, debited_at_ms FROM transfers WHERE source_wallet_id = :w AND status = 'refunded'"),
+            {"w": payer})).all()
+    set_status = text("UPDATE transfers SET status = :s WHERE transfer_id = :t AND source_wallet_id = :w "
+                      "AND debited_at_ms = :d")
+    refunded = {"t": transfer_id, "w": payer, "d": debited_at_ms}
     try:
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE wallets SET balance_minor = balance_minor + 1 WHERE wallet_id = :w"),
                                {"w": payer})
+            await conn.execute(set_status, {**refunded, "s": "pending"})
         await redis.hincrby(wallet_key(payee), "balance", 7)
         done = wallet_cli(settings, "reconcile")
         assert done.returncode == 1, done.stdout + done.stderr
         assert f"DIFF {payer}: mysql balance_minor=" in done.stdout
         assert f"DIFF {payee}: redis balance_minor=" in done.stdout
+        assert (f"DIFF mysql transfers: {transfer_id} from {payer} debited at {debited_at_ms} is pending but the "
+                "event log says refunded") in done.stdout
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE wallets SET balance_minor = balance_minor - 1 WHERE wallet_id = :w"),
                                {"w": payer})
+            await conn.execute(set_status, {**refunded, "s": "refunded"})
         await redis.hincrby(wallet_key(payee), "balance", -7)
         await redis.aclose()
         await engine.dispose()
