@@ -1,11 +1,13 @@
-"""A reader of one schema's Avro binary straight into domain objects, for the event log's hot readers.
+"""A reader of one schema's Avro binary straight into domain objects, for the hot readers of events and commands.
 
-The event schema is a record of `string` and `long` fields whose last field, `body`, is a union of records of
-`string` and `long` fields (one per event kind). For a message written with the reader's own schema,
+The event and command schemas are a record of `string` and `long` fields whose last field, `body`, is a union
+of records (one per kind) of `string`, `long` and `["null", "long"]` fields (the command schema's optional
+amount). For a message written with the reader's own schema,
 `FlatRecordReader.read` decodes those fields and builds the event through its kind's builder
 (app/domain/frozen.py): no dict per message, no `**kwargs` merge, no `__init__` per field. It is a fast path
 only: it returns None for anything that is not a clean encoding (a cut-off body, a varint over ten bytes or
-64 bits, a negative or overlong string length, a union index outside the kinds, invalid UTF-8), and the
+64 bits, a negative or overlong string length, a union index outside the kinds or an optional field's union
+index other than a one-byte 0 or 1, invalid UTF-8), and the
 codec then decodes the message with fastavro, which decides what such bytes are (app/codec.py). On every clean
 encoding both give the same object (tests/unit/test_avro_reader.py compares them on any bytes).
 """
@@ -19,27 +21,34 @@ from app.domain.frozen import builder
 # An Avro long is at most 10 bytes of varint (7 bits each) and 64 bits once read.
 _VARINT_SHIFT_MAX = 63
 _UNSIGNED_LONG_END = 1 << 64
-# Field kinds of a flat record (the only two this reader reads).
-_LONG, _STRING = False, True
+# Field kinds of a flat record: the only types this reader (and app/avro_writer.py) reads and writes.
+LONG, STRING, OPTIONAL_LONG = 0, 1, 2
+_KIND_OF_TYPE = {"long": LONG, "string": STRING, ("null", "long"): OPTIONAL_LONG}
 
 
-def _kinds(fields: list[dict[str, Any]]) -> tuple[bool, ...] | None:
-    """Per field, string or long; None when a field is of any other type."""
+def field_kinds(fields: list[dict[str, Any]]) -> tuple[int, ...] | None:
+    """Per field of a record schema, its kind; None when a field is of any other type."""
     kinds = []
     for field in fields:
-        if field["type"] == "string":
-            kinds.append(_STRING)
-        elif field["type"] == "long":
-            kinds.append(_LONG)
-        else:
+        kind = _KIND_OF_TYPE.get(tuple(field["type"]) if isinstance(field["type"], list) else field["type"])
+        if kind is None:
             return None
+        kinds.append(kind)
     return tuple(kinds)
 
 
-def _read_fields(value: bytes, pos: int, kinds: tuple[bool, ...], out: list[Any]) -> int:
+def _read_fields(value: bytes, pos: int, kinds: tuple[int, ...], out: list[Any]) -> int:
     """Append the fields of `kinds` read from `value` at `pos` to `out`; the position after them. Returns -1
     on anything but a clean encoding; raises IndexError on a cut-off body, UnicodeDecodeError on bad text."""
-    for is_string in kinds:
+    for kind in kinds:
+        if kind == OPTIONAL_LONG:  # a union of null (branch 0) and long (branch 1, zig-zag 2)
+            byte = value[pos]
+            pos += 1
+            if byte == 0:
+                out.append(None)
+                continue
+            if byte != 2:
+                return -1
         byte = value[pos]
         pos += 1
         number = byte
@@ -58,7 +67,7 @@ def _read_fields(value: bytes, pos: int, kinds: tuple[bool, ...], out: list[Any]
             if number >= _UNSIGNED_LONG_END:
                 return -1
         number = (number >> 1) ^ -(number & 1)
-        if is_string:
+        if kind == STRING:
             end = pos + number
             if number < 0 or end > len(value):
                 return -1
@@ -72,7 +81,7 @@ def _read_fields(value: bytes, pos: int, kinds: tuple[bool, ...], out: list[Any]
 class FlatRecordReader:
     """Reads messages of one schema of the event log's shape into domain objects (see the module)."""
 
-    def __init__(self, envelope: tuple[bool, ...], branches: list[tuple[Callable[..., Any], tuple[bool, ...]]]):
+    def __init__(self, envelope: tuple[int, ...], branches: list[tuple[Callable[..., Any], tuple[int, ...]]]):
         self._envelope = envelope
         self._branches = branches
 
@@ -81,7 +90,7 @@ class FlatRecordReader:
         """A reader of `schema` (the writer's, as JSON) building `types` (union branch name -> class, fields
         named as in the schema); None when the schema is not of the shape this reader reads."""
         fields = schema["fields"]
-        envelope = _kinds(fields[:-1])
+        envelope = field_kinds(fields[:-1])
         union = fields[-1]["type"] if fields else None
         if envelope is None or not isinstance(union, list):
             return None
@@ -90,7 +99,7 @@ class FlatRecordReader:
         for branch in union:
             if not isinstance(branch, dict) or branch.get("type") != "record" or branch["name"] not in types:
                 return None
-            kinds = _kinds(branch["fields"])
+            kinds = field_kinds(branch["fields"])
             if kinds is None:
                 return None
             names = envelope_names + [field["name"] for field in branch["fields"]]
@@ -107,7 +116,7 @@ class FlatRecordReader:
             if pos < 0:
                 return None
             index: list[int] = []
-            pos = _read_fields(value, pos, (_LONG,), index)
+            pos = _read_fields(value, pos, (LONG,), index)
             if pos < 0 or not 0 <= index[0] < len(self._branches):
                 return None
             build, kinds = self._branches[index[0]]

@@ -18,10 +18,9 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+from app.avro_reader import OPTIONAL_LONG, STRING, field_kinds
+
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
-# Field kinds this writer writes.
-_LONG, _STRING, _OPTIONAL_LONG = 0, 1, 2
-_KINDS = {"long": _LONG, "string": _STRING, ("null", "long"): _OPTIONAL_LONG}
 
 
 def _append_long(out: bytearray, value: int) -> None:
@@ -36,7 +35,7 @@ def _append_long(out: bytearray, value: int) -> None:
 def _append_fields(out: bytearray, values: tuple[Any, ...], kinds: tuple[int, ...]) -> bool:
     """Append `values` as fields of `kinds`; False on a value that does not fit its kind."""
     for value, kind in zip(values, kinds):
-        if kind == _STRING:
+        if kind == STRING:
             if type(value) is not str:
                 return False
             try:
@@ -46,7 +45,7 @@ def _append_fields(out: bytearray, values: tuple[Any, ...], kinds: tuple[int, ..
             _append_long(out, len(data))
             out += data
             continue
-        if kind == _OPTIONAL_LONG:
+        if kind == OPTIONAL_LONG:
             if value is None:
                 out.append(0)  # union branch 0, null
                 continue
@@ -55,17 +54,6 @@ def _append_fields(out: bytearray, values: tuple[Any, ...], kinds: tuple[int, ..
             return False
         _append_long(out, value)
     return True
-
-
-def _kinds(fields: list[dict[str, Any]]) -> tuple[int, ...] | None:
-    """Per field, its kind; None when a field is of any other type."""
-    kinds = []
-    for field in fields:
-        kind = _KINDS.get(tuple(field["type"]) if isinstance(field["type"], list) else field["type"])
-        if kind is None:
-            return None
-        kinds.append(kind)
-    return tuple(kinds)
 
 
 def _getter(names: list[str]):
@@ -92,7 +80,7 @@ class FlatRecordWriter:
         """A writer of `schema` (as JSON) for `types` (union branch name -> class, fields named as in the
         schema); None when the schema is not of the shape this writer writes."""
         fields = schema["fields"]
-        envelope = _kinds(fields[:-1])
+        envelope = field_kinds(fields[:-1])
         union = fields[-1]["type"] if fields else None
         if envelope is None or not isinstance(union, list):
             return None
@@ -100,7 +88,7 @@ class FlatRecordWriter:
         for index, branch in enumerate(union):
             if not isinstance(branch, dict) or branch.get("type") != "record" or branch["name"] not in types:
                 return None
-            kinds = _kinds(branch["fields"])
+            kinds = field_kinds(branch["fields"])
             if kinds is None:
                 return None
             index_bytes = bytearray()
