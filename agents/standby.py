@@ -33,7 +33,7 @@ log = logging.getLogger("wallet.standby")
 
 # How long one fetch of the standby partitions waits, and how many events one fetch folds at most.
 STANDBY_FETCH_WAIT_MS = 200
-STANDBY_FETCH_RECORDS_MAX = 5000
+STANDBY_FETCH_RECORDS_MAX = 500
 # While deferring to the worker's backlog, how often the standby looks again (backlog, its own lag).
 STANDBY_DEFER_CHECK_S = 0.2
 
