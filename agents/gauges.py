@@ -40,9 +40,8 @@ def publish_gauges(stores: Iterable[tuple[int, PartitionStore]]) -> None:
 
 
 def report_lag(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int],
-               offsets: dict[TopicPartition, int]) -> int:
-    """Lag = last stable offset seen by the last fetch minus our next offset, per owned input partition.
-    Returns the sum over the owned partitions: records waiting to be decided."""
+               offsets: dict[TopicPartition, int]) -> None:
+    """Lag = last stable offset seen by the last fetch minus our next offset, per owned input partition."""
     positions.update(offsets)
     assigned = consumer.assignment()
     for tp in [tp for tp in positions if tp not in assigned]:
@@ -51,11 +50,7 @@ def report_lag(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int],
             metrics.processor_consumer_lag.remove(tp.topic, str(tp.partition))
         except KeyError:
             pass
-    waiting = 0
     for tp, position in positions.items():
         end = consumer.last_stable_offset(tp)
         if end is not None:
-            lag = max(0, end - position)
-            metrics.processor_consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-            waiting += lag
-    return waiting
+            metrics.processor_consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))

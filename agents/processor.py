@@ -94,14 +94,13 @@ class Processor(PartitionHandover):
         self.committed: dict[TopicPartition, int] = {}  # input offsets committed for the partitions deciding
         self.plan = Plan({}, {})
         self.standby = StandbyTailer(settings, self.events, self.local)
-        self.standby.bind(self._store, lambda: self.backlog_events)
+        self.standby.bind(self._store)
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._hold_expiry = HoldExpiry()
         self._retention = RetentionSweep(settings.command_retention_s, settings.retention_sweep_interval_s)
         self._last_now_ms = 0
         self.ready = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
-        self.backlog_events = 0  # records of the owned input partitions waiting, after the last batch
         self._sends_total = 0
         self._applied = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -208,8 +207,7 @@ class Processor(PartitionHandover):
                 busy = bool(batch or releases)
                 if busy:
                     await self._process(batch, releases)
-            self.backlog_events = report_lag(consumer, self._positions,
-                                             {tp: records[-1].offset + 1 for tp, records in batch.items()})
+            report_lag(consumer, self._positions, {tp: records[-1].offset + 1 for tp, records in batch.items()})
 
     def _deciding(self, consumer: AIOKafkaConsumer, batch: dict) -> dict:
         """The batch's records of partitions that are deciding. A paused partition (catching up) yields no

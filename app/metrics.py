@@ -50,10 +50,6 @@ processor_standby_partitions = Gauge(
 processor_standby_lag_events = Gauge(
     "wallet_processor_standby_lag_events", "Events of wallet.events a standby store is behind, per partition.",
     ["partition"])
-processor_standby_deferred_seconds = Counter(
-    "wallet_processor_standby_deferred_seconds_total",
-    "Time the standby stores of this worker waited for its own backlog to be decided "
-    "(processor_standby_defer_lag_max_events).")
 processor_standby_lag_events_max = Gauge(
     "wallet_processor_standby_lag_events_max",
     "The most events any standby store of this worker is behind (0 when it stands by for none).")

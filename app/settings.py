@@ -31,7 +31,7 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 
 # Limits where 0 means "none" (no wait).
-_NOT_NEGATIVE = ("processor_batch_fill_ms", "processor_standby_defer_lag_max_events", "command_publish_linger_ms", "restore_processes_max")
+_NOT_NEGATIVE = ("processor_batch_fill_ms", "command_publish_linger_ms", "restore_processes_max")
 
 
 class SettingsError(FoundationError, ValueError):
@@ -175,10 +175,6 @@ class Settings:
     # Members that keep a warm copy of each partition's store by tailing wallet.events (0: none). A takeover
     # by a warm standby replays the lag, not the partition's history.
     processor_standby_replicas: int = 1
-    # While this worker's own partitions have a backlog (a full batch waiting), its standbys defer their folds
-    # so deciding gets the CPU, until a standby store is this many events behind; then it folds regardless.
-    # A takeover during a burst then replays up to this many more events (about 4 s here). 0: never defer.
-    processor_standby_defer_lag_max_events: int = 100_000
     # A processor silent this long (no heartbeat) leaves the group and its partitions move: the failover
     # bound. The broker's minimum (group.min.session.timeout.ms) is 6 s.
     processor_session_timeout_ms: int = 6_000
