@@ -42,7 +42,11 @@ def _append_fields(out: bytearray, values: tuple[Any, ...], kinds: tuple[int, ..
                 data = value.encode()
             except UnicodeEncodeError:  # a lone surrogate
                 return False
-            _append_long(out, len(data))
+            size = len(data)
+            if size < 64:  # one byte: most ids, codes and texts
+                out.append(size << 1)
+            else:
+                _append_long(out, size)
             out += data
             continue
         if kind == OPTIONAL_LONG:
@@ -52,7 +56,11 @@ def _append_fields(out: bytearray, values: tuple[Any, ...], kinds: tuple[int, ..
             out.append(2)  # union branch 1 (zig-zag 2), then the long
         if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
             return False
-        _append_long(out, value)
+        number = (value << 1) ^ (value >> 63)  # _append_long, inlined: the hottest loop of the writer
+        while number > 0x7F:
+            out.append((number & 0x7F) | 0x80)
+            number >>= 7
+        out.append(number)
     return True
 
 
