@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from app.avro_reader import FlatRecordReader
 from app.codec import COMMAND_SCHEMA, CodecError, CommandCodec, EventCodec, HEADER, load_schema
 from app.domain import commands as c
-from app.domain.commands import COMMAND_TYPES, CommandBase
-from app.domain.events import EVENT_TYPES, EventBase
+from app.domain.commands import COMMAND_TYPES
+from app.domain.events import EVENT_TYPES
 from tests.unit.test_codec import _instances, one_command_of_each_kind, one_event_of_each_kind
 
 WIRE_HEADER = b"\x00\x00\x00\x00\x00"  # magic byte 0, schema id 0 (no registry)
@@ -52,27 +52,43 @@ def _zigzag_varint(number: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("event", one_event_of_each_kind(), ids=lambda event: type(event).__name__)
-def test_every_event_kind_is_read_by_the_fast_reader_as_fastavro_reads_it(event: EventBase) -> None:
-    value = FAST.encode(event)
-    read = FAST._own_reader.read(value, HEADER.size)
-    assert type(read) is type(event) and read == event == GENERAL.decode(value)
+# Per schema: its fast codec, the same codec reading through fastavro only, one message of each kind, and the
+# strategy of any message it holds.
+SCHEMAS = {
+    "events": (FAST, GENERAL, one_event_of_each_kind(), st.one_of([_instances(cls) for cls in EVENT_TYPES])),
+    "commands": (COMMANDS, COMMANDS_GENERAL, one_command_of_each_kind(),
+                 st.one_of([_instances(cls) for cls in COMMAND_TYPES])),
+}
+EACH_KIND = [(name, obj) for name, (_, _, objs, _) in SCHEMAS.items() for obj in objs]
 
 
+def _read_as_fastavro_reads(schema: str, obj: Any) -> None:
+    fast, general, _, _ = SCHEMAS[schema]
+    value = fast.encode(obj)
+    read = fast._own_reader.read(value, HEADER.size)
+    assert type(read) is type(obj) and read == obj == general.decode(value)
+
+
+@pytest.mark.parametrize(("schema", "obj"), EACH_KIND, ids=lambda x: x if isinstance(x, str) else type(x).__name__)
+def test_every_kind_is_read_by_the_fast_reader_as_fastavro_reads_it(schema: str, obj: Any) -> None:
+    _read_as_fastavro_reads(schema, obj)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
 @settings(max_examples=300, deadline=None)
-@given(event=st.one_of([_instances(cls) for cls in EVENT_TYPES]))
-def test_any_event_is_read_by_the_fast_reader_as_fastavro_reads_it(event: EventBase) -> None:
-    """Any value the schema holds: longs to both ends of 64 bits, any text."""
-    value = FAST.encode(event)
-    read = FAST._own_reader.read(value, HEADER.size)
-    assert type(read) is type(event) and read == event == GENERAL.decode(value)
+@given(data=st.data())
+def test_any_message_is_read_by_the_fast_reader_as_fastavro_reads_it(schema: str, data: st.DataObject) -> None:
+    """Any value the schema holds: longs to both ends of 64 bits, any text, the optional amount or none."""
+    _read_as_fastavro_reads(schema, data.draw(SCHEMAS[schema][3]))
 
 
+@pytest.mark.parametrize("schema", SCHEMAS)
 @settings(max_examples=500, deadline=None)
-@given(event=st.sampled_from(one_event_of_each_kind()), data=st.data())
-def test_a_damaged_event_decodes_as_fastavro_decodes_it(event: EventBase, data: st.DataObject) -> None:
-    """A byte changed, bytes cut off or appended: the same event, the same other event, or the same error."""
-    value = bytearray(FAST.encode(event))
+@given(data=st.data())
+def test_a_damaged_message_decodes_as_fastavro_decodes_it(schema: str, data: st.DataObject) -> None:
+    """A byte changed, bytes cut off or appended: the same message, the same other message, or the same error."""
+    fast, general, objs, _ = SCHEMAS[schema]
+    value = bytearray(fast.encode(data.draw(st.sampled_from(objs))))
     damage = data.draw(st.sampled_from(["change", "cut", "append"]))
     if damage == "change":
         value[data.draw(st.integers(HEADER.size, len(value) - 1))] = data.draw(st.integers(0, 255))
@@ -80,13 +96,15 @@ def test_a_damaged_event_decodes_as_fastavro_decodes_it(event: EventBase, data: 
         del value[data.draw(st.integers(HEADER.size, len(value) - 1)):]
     else:
         value += data.draw(st.binary(min_size=1, max_size=8))
-    assert _outcome(FAST, bytes(value)) == _outcome(GENERAL, bytes(value))
+    assert _outcome(fast, bytes(value)) == _outcome(general, bytes(value))
 
 
+@pytest.mark.parametrize("schema", SCHEMAS)
 @settings(max_examples=500, deadline=None)
 @given(body=st.binary(max_size=120))
-def test_any_body_decodes_as_fastavro_decodes_it(body: bytes) -> None:
-    assert _outcome(FAST, WIRE_HEADER + body) == _outcome(GENERAL, WIRE_HEADER + body)
+def test_any_body_decodes_as_fastavro_decodes_it(schema: str, body: bytes) -> None:
+    fast, general, _, _ = SCHEMAS[schema]
+    assert _outcome(fast, WIRE_HEADER + body) == _outcome(general, WIRE_HEADER + body)
 
 
 def _opened(wallet_id: bytes = b"\x04w1", index: bytes = b"\x00", tail: bytes = b"\x02o\x06EUR\x00") -> bytes:
@@ -116,42 +134,6 @@ def test_a_schema_of_another_shape_gets_no_fast_reader() -> None:
     schema = load_schema(COMMAND_SCHEMA)
     schema["fields"][-1]["type"][0]["fields"][0]["type"] = "int"
     assert FlatRecordReader.for_schema(schema, {t.__name__: t for t in c.COMMAND_TYPES}) is None
-
-
-@pytest.mark.parametrize("command", one_command_of_each_kind(), ids=lambda command: type(command).__name__)
-def test_every_command_kind_is_read_by_the_fast_reader_as_fastavro_reads_it(command: CommandBase) -> None:
-    value = COMMANDS.encode(command)
-    read = COMMANDS._own_reader.read(value, HEADER.size)
-    assert type(read) is type(command) and read == command == COMMANDS_GENERAL.decode(value)
-
-
-@settings(max_examples=300, deadline=None)
-@given(command=st.one_of([_instances(cls) for cls in COMMAND_TYPES]))
-def test_any_command_is_read_by_the_fast_reader_as_fastavro_reads_it(command: CommandBase) -> None:
-    """Any value the schema holds, the optional amount absent or present."""
-    value = COMMANDS.encode(command)
-    read = COMMANDS._own_reader.read(value, HEADER.size)
-    assert type(read) is type(command) and read == command == COMMANDS_GENERAL.decode(value)
-
-
-@settings(max_examples=500, deadline=None)
-@given(command=st.sampled_from(one_command_of_each_kind()), data=st.data())
-def test_a_damaged_command_decodes_as_fastavro_decodes_it(command: CommandBase, data: st.DataObject) -> None:
-    value = bytearray(COMMANDS.encode(command))
-    damage = data.draw(st.sampled_from(["change", "cut", "append"]))
-    if damage == "change":
-        value[data.draw(st.integers(HEADER.size, len(value) - 1))] = data.draw(st.integers(0, 255))
-    elif damage == "cut":
-        del value[data.draw(st.integers(HEADER.size, len(value) - 1)):]
-    else:
-        value += data.draw(st.binary(min_size=1, max_size=8))
-    assert _outcome(COMMANDS, bytes(value)) == _outcome(COMMANDS_GENERAL, bytes(value))
-
-
-@settings(max_examples=500, deadline=None)
-@given(body=st.binary(max_size=120))
-def test_any_command_body_decodes_as_fastavro_decodes_it(body: bytes) -> None:
-    assert _outcome(COMMANDS, WIRE_HEADER + body) == _outcome(COMMANDS_GENERAL, WIRE_HEADER + body)
 
 
 def _capture(amount: bytes) -> bytes:
