@@ -1,11 +1,11 @@
-"""A writer of domain objects straight into one schema's Avro binary, for the processor's outcome events.
+"""A writer of domain objects straight into one schema's Avro binary: events, transfer legs, the API's commands.
 
 The counterpart of app/avro_reader.py, for the same shape of schema: a record of `string` and `long` fields
 whose last field, `body`, is a union of records (one per kind) of `string`, `long` and `["null", "long"]`
-fields (the command schema's optional amount). Every decided
-command is encoded once as its outcome event (and a transfer once more as its leg); fastavro spent about
-16 us on each, mostly walking the schema as dicts. `FlatRecordWriter.write` walks precomputed field kinds
-instead and appends varints and UTF-8 bytes to one buffer.
+fields (the command schema's optional amount). Every decided command is encoded once as its outcome event
+(and a transfer once more as its leg), every HTTP write once as its command; fastavro spent about 17 us on
+an event, mostly walking the schema as dicts. `FlatRecordWriter.write` walks precomputed field kinds instead
+and appends varints and UTF-8 bytes to one buffer.
 
 It is a fast path only: for a value that is not an `int` in the 64-bit range of a long or not a `str` that
 encodes to UTF-8, it declines (returns False) and the codec encodes the object with fastavro, which raises what
