@@ -10,8 +10,8 @@ answer: only its "not found" makes a message `UNKNOWN_SCHEMA` poison.
 
 Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
 fields are the dataclass fields minus the envelope fields. Decoded objects are built without their frozen
-dataclass `__init__` (app/domain/frozen.py), and events of the codec's own schema are read by a reader compiled
-from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding. Commands and events
+dataclass `__init__` (app/domain/frozen.py), and events and commands of the codec's own schema are read by a
+reader compiled from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding. Commands and events
 are written by a writer compiled from the schema (app/avro_writer.py), falling back to fastavro for a value the
 schema cannot hold: the same bytes either way.
 """
@@ -398,7 +398,7 @@ class _Codec:
         # Per union branch: the kind's builder (its instance without the frozen dataclass's __init__).
         self._builds = {name: builder(cls) for name, cls in self.types.items()}
         self._builds_by_branch = {f"{NAMESPACE}.{name}": build for name, build in self._builds.items()}
-        # Messages of our own schema are read without fastavro where the schema allows (the event log's).
+        # Messages of our own schema are read and written without fastavro where the schema allows (both do).
         self._own_reader = FlatRecordReader.for_schema(self.schema, self.types)
         self._own_writer = FlatRecordWriter.for_schema(self.schema, self.types)
         self.registry = registry
