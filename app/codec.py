@@ -11,9 +11,9 @@ answer: only its "not found" makes a message `UNKNOWN_SCHEMA` poison.
 Domain objects map 1:1 onto the Avro records: the union branch is named after the dataclass and its
 fields are the dataclass fields minus the envelope fields. Decoded objects are built without their frozen
 dataclass `__init__` (app/domain/frozen.py), and events and commands of the codec's own schema are read by a
-reader compiled from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding. Commands and events
-are written by a writer compiled from the schema (app/avro_writer.py), falling back to fastavro for a value the
-schema cannot hold: the same bytes either way.
+reader compiled from it (app/avro_reader.py), falling back to fastavro for anything but a clean encoding.
+Commands and events are written by a writer compiled from the schema (app/avro_writer.py), falling back to
+fastavro for a value the schema cannot hold: the same bytes either way.
 """
 
 from __future__ import annotations
