@@ -404,6 +404,7 @@ class _Codec:
         self.registry = registry
         self.subject = subject
         self.schema_id = registry.register(subject, self.schema) if registry is not None else 0
+        self._header = HEADER.pack(MAGIC_BYTE, self.schema_id)  # every message this codec writes starts so
 
     def to_record(self, obj: Any) -> dict[str, Any]:
         branch, names, values_of = self._branches[type(obj)]
@@ -430,13 +431,12 @@ class _Codec:
             await self.registry.ensure(values)
 
     def encode(self, obj: Any) -> bytes:
-        header = HEADER.pack(MAGIC_BYTE, self.schema_id)
         if self._own_writer is not None:
-            buffer = bytearray(header)
+            buffer = bytearray(self._header)
             if self._own_writer.write(obj, buffer):
                 return bytes(buffer)
         out = io.BytesIO()
-        out.write(header)
+        out.write(self._header)
         fastavro.schemaless_writer(out, self.parsed, self.to_record(obj))
         return out.getvalue()
 

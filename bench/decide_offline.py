@@ -1,4 +1,4 @@
-"""The decide path alone, without Kafka: `python -m bench.decide_offline [--commands N] [--wallets W] [--rounds R] [--json]`.
+"""The decide path alone, without Kafka: `python -m bench.decide_offline [--commands N] [--wallets W] [--rounds R]`.
 
 What one decision costs in CPU on the processor's own path, apart from fetching, committing and the standby:
 the command's wire bytes decoded (app/codec.py), decided on the partition's store with its outcome event
@@ -7,7 +7,8 @@ transfer's credit leg encoded, decoded and decided in turn, and the store writte
 `processor_batch_size_max` decisions, as the processor writes it after each commit. Setup (not timed): W wallets
 opened and funded; then N commands of the processor bench's mix (bench/processor_bench.py). Best of R rounds
 of process CPU time, each on a fresh store, with the collector frozen after setup as the worker does. No
-other process takes part, so the figure moves far less with the machine's load than `bench processor`.
+other process takes part, so the figure moves far less with the machine's load than `bench processor`. `--json`:
+one JSON line.
 """
 
 from __future__ import annotations

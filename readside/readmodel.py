@@ -137,7 +137,8 @@ def transfer_row(event: e.EventBase) -> dict[str, Any] | None:
         return None
     return {
         "transfer_id": event.transfer_id, "source_wallet_id": source, "debited_at_ms": debited_at_ms,
-        "destination_wallet_id": destination, "amount_minor": event.amount_minor, "currency": event.currency, "status": status,
+        "destination_wallet_id": destination, "amount_minor": event.amount_minor, "currency": event.currency,
+        "status": status,
         "reason_code": getattr(event, "reason_code", None),
         "created_at_ms": event.timestamp_ms if status == "pending" else None,
         "completed_at_ms": event.timestamp_ms if status == "completed" else None,
