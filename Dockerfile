@@ -9,8 +9,11 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /src
 COPY . .
 
-# The install carries the Avro schemas and the Alembic migrations as package data.
-RUN pip install . \
+# The install carries the Avro schemas and the Alembic migrations as package data, and compiles the Avro fast
+# paths (setup.py) with a C compiler that is removed again afterwards.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && cd / && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /var/lib/wallet --create-home wallet
 

@@ -7,7 +7,10 @@ PYTEST_ARGS ?=
 
 .PHONY: run test bootstrap stack-up stack-down stack-status bench clean-state
 
-$(STAMP): pyproject.toml
+# setup.py compiles each app/<module>.py that has an app/<module>.pxd beside it: a change to either rebuilds.
+COMPILED_SOURCES := setup.py $(wildcard app/*.pxd) $(patsubst %.pxd,%.py,$(wildcard app/*.pxd))
+
+$(STAMP): pyproject.toml $(COMPILED_SOURCES)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -18,20 +18,29 @@ from app.domain import commands as c
 from app.domain.commands import COMMAND_TYPES
 from app.domain.events import EVENT_TYPES
 from tests.unit.test_codec import _instances, one_command_of_each_kind, one_event_of_each_kind
+from tests.unit.test_compiled import interpreted
 
 WIRE_HEADER = b"\x00\x00\x00\x00\x00"  # magic byte 0, schema id 0 (no registry)
 
 
-def _codecs(codec_type: type = EventCodec) -> tuple:
-    """(the codec as it runs, the same codec reading through fastavro only)."""
+def _codecs(codec_type: type = EventCodec, reader: type | None = None) -> tuple:
+    """(the codec as it runs, or with `reader` as its fast reader; the same codec reading through fastavro only)."""
     fast, general = codec_type(None, "topic"), codec_type(None, "topic")
     general._own_reader = None
+    if reader is not None:
+        fast._own_reader = reader.for_schema(fast.schema, fast.types)
     assert fast._own_reader is not None
     return fast, general
 
 
 FAST, GENERAL = _codecs()
 COMMANDS, COMMANDS_GENERAL = _codecs(CommandCodec)
+# The same reader run from its source: what runs where the compiled build is missing (tests/unit/test_compiled.py).
+SOURCE_READER = interpreted("app.avro_reader").FlatRecordReader
+FAST_SOURCE, _ = _codecs(EventCodec, SOURCE_READER)
+COMMANDS_SOURCE, _ = _codecs(CommandCodec, SOURCE_READER)
+# Per build of the reader: its event codec and its command codec.
+BUILDS = {"loaded": (FAST, COMMANDS), "source": (FAST_SOURCE, COMMANDS_SOURCE)}
 
 
 def _outcome(codec: EventCodec, value: bytes) -> tuple[str, Any]:
@@ -54,10 +63,14 @@ def _zigzag_varint(number: int) -> bytes:
 
 # Per schema: its fast codec, the same codec reading through fastavro only, one message of each kind, and the
 # strategy of any message it holds.
+# Both builds of the reader (as loaded, and from its source).
 SCHEMAS = {
-    "events": (FAST, GENERAL, one_event_of_each_kind(), st.one_of([_instances(cls) for cls in EVENT_TYPES])),
-    "commands": (COMMANDS, COMMANDS_GENERAL, one_command_of_each_kind(),
-                 st.one_of([_instances(cls) for cls in COMMAND_TYPES])),
+    f"{name}, {build}": (fast, general, objs, strategy)
+    for build, (events, commands) in BUILDS.items()
+    for name, fast, general, objs, strategy in [
+        ("events", events, GENERAL, one_event_of_each_kind(), st.one_of([_instances(cls) for cls in EVENT_TYPES])),
+        ("commands", commands, COMMANDS_GENERAL, one_command_of_each_kind(),
+         st.one_of([_instances(cls) for cls in COMMAND_TYPES]))]
 }
 EACH_KIND = [(name, obj) for name, (_, _, objs, _) in SCHEMAS.items() for obj in objs]
 
@@ -116,6 +129,7 @@ def _opened(wallet_id: bytes = b"\x04w1", index: bytes = b"\x00", tail: bytes = 
     ("clean", _opened()),
     ("varint over ten bytes", _opened(index=b"\x80" * 10 + b"\x00")),
     ("varint over 64 bits", _opened(index=b"\xff" * 9 + b"\x7f")),
+    ("varint one bit over 64 bits", _opened(index=b"\x80" * 9 + b"\x02")),
     ("negative string length", _opened(wallet_id=_zigzag_varint(-1) + b"w1")),
     ("string length beyond the end", _opened(tail=b"\x02o\x06EU")),
     ("union index negative", _opened(index=_zigzag_varint(-1))),
@@ -123,10 +137,12 @@ def _opened(wallet_id: bytes = b"\x04w1", index: bytes = b"\x00", tail: bytes = 
     ("invalid UTF-8", _opened(wallet_id=b"\x04\xff\xfe")),
     ("cut off", _opened()[:-1]),
 ])
-def test_the_fast_reader_declines_anything_but_a_clean_encoding(name: str, value: bytes) -> None:
-    read = FAST._own_reader.read(value, HEADER.size)
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_fast_reader_declines_anything_but_a_clean_encoding(name: str, value: bytes, build: str) -> None:
+    fast = BUILDS[build][0]
+    read = fast._own_reader.read(value, HEADER.size)
     assert (read is not None) == (name == "clean")
-    assert _outcome(FAST, value) == _outcome(GENERAL, value)
+    assert _outcome(fast, value) == _outcome(GENERAL, value)
 
 
 def test_a_schema_of_another_shape_gets_no_fast_reader() -> None:
@@ -152,19 +168,23 @@ def _capture(amount: bytes) -> bytes:
     ("union index as a long varint", b"\x80\x00", "declined"),
     ("cut off after the index", b"\x02", "declined"),
 ])
+@pytest.mark.parametrize("build", BUILDS)
 def test_the_optional_amount_is_read_absent_or_present_and_anything_else_declined(name: str, amount: bytes,
-                                                                                  read: object) -> None:
+                                                                                  read: object, build: str) -> None:
+    commands = BUILDS[build][1]
     value = _capture(amount)
-    found = COMMANDS._own_reader.read(value, HEADER.size)
+    found = commands._own_reader.read(value, HEADER.size)
     if read == "declined":
         assert found is None
     else:
         assert type(found) is c.CaptureHold and found.amount_minor == read
-    assert _outcome(COMMANDS, value) == _outcome(COMMANDS_GENERAL, value)
+    assert _outcome(commands, value) == _outcome(COMMANDS_GENERAL, value)
 
 
-def test_a_long_is_read_at_both_ends_of_its_range() -> None:
-    for number in (-(2**63), -1, 0, 1, 63, 64, 2**63 - 1):
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_long_is_read_at_both_ends_of_its_range(build: str) -> None:
+    fast = BUILDS[build][0]
+    for number in (-(2**63), -(2**63) + 1, -(2**62), -1, 0, 1, 63, 64, 2**62, 2**63 - 1):
         value = _opened(tail=b"\x02o\x06EUR" + _zigzag_varint(number))
-        assert FAST._own_reader.read(value, HEADER.size).overdraft_limit_minor == number
-        assert _outcome(FAST, value) == _outcome(GENERAL, value)
+        assert fast._own_reader.read(value, HEADER.size).overdraft_limit_minor == number
+        assert _outcome(fast, value) == _outcome(GENERAL, value)

@@ -1,0 +1,53 @@
+"""The compiled builds of the Avro fast paths (setup.py): loaded, and built from the source beside them.
+
+A module with a `.pxd` beside it is compiled by `pip install -e .` (which `make` runs whenever one of those files
+changes). Python prefers the extension to the `.py`, so an extension older than its source would run code that
+is no longer in the repository: these tests fail then, and say how to rebuild. The same source also runs
+interpreted where no compiler is found; `interpreted()` loads that form, and the reader's and writer's tests
+run against both (tests/unit/test_avro_reader.py, test_avro_writer.py)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPILED = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.glob("app/*.pxd"))
+
+
+def _source(name: str) -> Path:
+    return ROOT.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def interpreted(name: str) -> ModuleType:
+    """Module `name` run from its `.py`, even where its compiled build is what `import` loads."""
+    loader = importlib.machinery.SourceFileLoader(f"{name}__interpreted", str(_source(name)))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_the_compiled_modules_are_the_reader_and_the_writer() -> None:
+    assert COMPILED == ["app.avro_reader", "app.avro_writer"]
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_the_compiled_build_is_what_runs_and_it_is_built_from_the_current_source(name: str) -> None:
+    module = importlib.import_module(name)
+    built = Path(module.__file__)
+    assert built.suffix == ".so", (f"{name} runs interpreted from {built}: no compiled build (a C compiler and "
+                                   f"`pip install -e .`, which `make` runs, build it)")
+    for source in (_source(name), _source(name).with_suffix(".pxd")):
+        assert built.stat().st_mtime >= source.stat().st_mtime, (
+            f"{built.name} is older than {source.name}: rebuild with `.venv/bin/pip install -e .` (or `make bootstrap`)")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_the_interpreted_form_is_the_same_source_run_by_python(name: str) -> None:
+    assert interpreted(name).__file__ == str(_source(name))
