@@ -25,6 +25,7 @@ from app.kafka import read_to_end
 from app.kafka import consumer_options
 from app.settings import Settings
 from tables.wallet_store import decode_state, open_read_only
+from wallet.reconcile import in_transit
 
 # Reading one topic to its end (a few hundred thousand records at most here).
 READ_TIMEOUT_S = 120
@@ -75,11 +76,6 @@ def table_from_rocksdb(paths: list[Path]) -> dict[str, WalletState]:
     return table
 
 
-def _in_transit(events: list[e.EventBase]) -> set[str]:
-    debited = {ev.transfer_id for ev in events if isinstance(ev, e.TransferDebited)}
-    return debited - {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
-
-
 def count_violations(events: list[e.EventBase], sent_ids: set[str], dlq_values: list[bytes], poison: list[bytes],
                      leg_ids: list[str], tables: dict[str, dict[str, WalletState]],
                      remembered_ids: set[str]) -> dict:
@@ -109,9 +105,8 @@ def count_violations(events: list[e.EventBase], sent_ids: set[str], dlq_values: 
         except DomainError:
             chains_broken += 1
     versions = Counter((ev.wallet_id, ev.version) for ev in events if is_applied(ev))
-    stuck = _in_transit(events)
-    in_transit_minor = sum(ev.amount_minor for ev in events if isinstance(ev, e.TransferDebited)
-                           and ev.transfer_id in stuck)
+    stuck = in_transit(events)  # by source, transfer id and debit time, as reconcile matches legs to debits
+    in_transit_minor = sum(debit.amount_minor for debit in stuck)
     flows_minor = (sum(ev.amount_minor for ev in events if isinstance(ev, e.Deposited))
                    - sum(ev.amount_minor for ev in events if isinstance(ev, e.Withdrawn))
                    - sum(ev.amount_minor for ev in events if isinstance(ev, e.HoldCaptured)))

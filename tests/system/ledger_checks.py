@@ -10,11 +10,7 @@ from app import identity
 from app.domain import events as e
 from app.domain.ledger import replay, verify_chain
 from tables.wallet_store import decode_state, open_read_only
-
-
-def in_transit(events: list[e.EventBase]) -> set[str]:
-    debited = {ev.transfer_id for ev in events if isinstance(ev, e.TransferDebited)}
-    return debited - {ev.transfer_id for ev in events if isinstance(ev, (e.TransferCredited, e.TransferRefunded))}
+from wallet.reconcile import in_transit  # by source, id and debit time: a reused id is another transfer
 
 
 def assert_exactly_once(events: list[e.EventBase], sent_ids: set[str], dlq: list, poison: list[bytes],

@@ -17,8 +17,8 @@ from app.codec import COMMAND_SCHEMA, CodecError, CommandCodec, EventCodec, HEAD
 from app.domain import commands as c
 from app.domain.commands import COMMAND_TYPES
 from app.domain.events import EVENT_TYPES
+from bench.codec_bench import interpreted
 from tests.unit.test_codec import _instances, one_command_of_each_kind, one_event_of_each_kind
-from tests.unit.test_compiled import interpreted
 
 WIRE_HEADER = b"\x00\x00\x00\x00\x00"  # magic byte 0, schema id 0 (no registry)
 

@@ -16,8 +16,8 @@ from app.codec import CommandCodec, EventCodec
 from app.domain import commands as c
 from app.domain.commands import COMMAND_TYPES
 from app.domain.events import EVENT_TYPES
+from bench.codec_bench import interpreted
 from tests.unit.test_codec import _instances, one_command_of_each_kind, one_event_of_each_kind
-from tests.unit.test_compiled import interpreted
 
 
 def _codec_pair(codec_type: type, writer: type | None = None) -> tuple[Any, Any]:

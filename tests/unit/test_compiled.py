@@ -3,18 +3,19 @@
 A module with a `.pxd` beside it is compiled by `pip install -e .` (which `make` runs whenever one of those files
 changes). Python prefers the extension to the `.py`, so an extension older than its source would run code that
 is no longer in the repository: these tests fail then, and say how to rebuild. The same source also runs
-interpreted where no compiler is found; `interpreted()` loads that form, and the reader's and writer's tests
-run against both (tests/unit/test_avro_reader.py, test_avro_writer.py)."""
+interpreted where no compiler is found; `interpreted()` (bench/codec_bench.py, which times the two forms) loads
+that form, and the reader's and writer's tests run against both (tests/unit/test_avro_reader.py,
+test_avro_writer.py)."""
 
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from bench import codec_bench
+from bench.codec_bench import interpreted
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.glob("app/*.pxd"))
@@ -22,15 +23,6 @@ COMPILED = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for pat
 
 def _source(name: str) -> Path:
     return ROOT.joinpath(*name.split(".")).with_suffix(".py")
-
-
-def interpreted(name: str) -> ModuleType:
-    """Module `name` run from its `.py`, even where its compiled build is what `import` loads."""
-    loader = importlib.machinery.SourceFileLoader(f"{name}__interpreted", str(_source(name)))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def test_the_compiled_modules_are_the_reader_and_the_writer() -> None:
@@ -51,3 +43,12 @@ def test_the_compiled_build_is_what_runs_and_it_is_built_from_the_current_source
 @pytest.mark.parametrize("name", COMPILED)
 def test_the_interpreted_form_is_the_same_source_run_by_python(name: str) -> None:
     assert interpreted(name).__file__ == str(_source(name))
+
+
+def test_the_codec_bench_times_both_forms_on_the_same_bytes() -> None:
+    """bench/codec_bench.py: both forms write the same bytes (it fails otherwise) and each op has both figures."""
+    result = codec_bench.run(count=300, wallets=60, rounds=1)
+    assert result["compiled"] == {name: True for name in COMPILED}
+    assert result["events"] >= result["commands"] > 300
+    for op in ("event_encode", "event_decode", "command_encode", "command_decode"):
+        assert result[f"{op}_us"] > 0 and result[f"{op}_source_us"] > 0
