@@ -116,6 +116,8 @@ class FlatRecordReader:
         """The object encoded in `value` from `pos` (after the wire header); None when the bytes are not a clean
         encoding of this schema (decode them the general way). Bytes after the record are ignored, as
         fastavro ignores them."""
+        if type(value) is not bytes:
+            value = bytes(value)  # a bytearray or memoryview: read as the bytes it holds (the loop takes bytes)
         fields: list[Any] = []
         try:
             pos = _read_fields(value, pos, self._envelope, fields)

@@ -188,3 +188,15 @@ def test_a_long_is_read_at_both_ends_of_its_range(build: str) -> None:
         value = _opened(tail=b"\x02o\x06EUR" + _zigzag_varint(number))
         assert fast._own_reader.read(value, HEADER.size).overdraft_limit_minor == number
         assert _outcome(fast, value) == _outcome(GENERAL, value)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("form", [bytearray, memoryview])
+def test_a_message_in_any_bytes_like_form_is_read_as_its_bytes(build: str, form: type) -> None:
+    """Kafka clients hand over `bytes`; a caller holding a bytearray or memoryview gets the same object."""
+    events, commands = BUILDS[build]
+    for fast, obj in [(events, obj) for obj in one_event_of_each_kind()] + [
+            (commands, obj) for obj in one_command_of_each_kind()]:
+        value = fast.encode(obj)
+        assert fast._own_reader.read(form(value), HEADER.size) == obj
+        assert fast.decode(form(value)) == obj
