@@ -8,8 +8,7 @@ commit. Tests drive this module directly with a real store (tests/unit/test_iden
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from app.codec import CodecError
 from app.domain import commands as c
@@ -23,13 +22,12 @@ from app.settings import Settings
 from tables.wallet_store import PartitionStore
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What deciding one command produced.
 
     A duplicate (the id was decided before with the same body) has no events and carries the first
     outcome's wire bytes (None when not kept); a new command has its events, their wire bytes and the
-    transfer legs they call for.
+    transfer legs they call for. A named tuple: one per command, a third of the cost of a frozen dataclass.
     """
 
     command: c.CommandBase

@@ -26,7 +26,7 @@ next one, while the previous one's markers are written. What keeps this exactly-
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.producer import sender as aiokafka_sender
@@ -35,8 +35,10 @@ from app.kafka import producer_options
 from app.settings import PROCESSOR_TRANSACTION_SLOTS_MAX, Settings
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
+    """One record of a batch's transaction. A named tuple: built a few times per command, a third of the cost
+    of a frozen dataclass."""
+
     topic: str
     key: bytes | None
     value: bytes | None
