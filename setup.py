@@ -1,7 +1,8 @@
-"""Compiled builds of the Avro fast paths (everything else is in pyproject.toml).
+"""Compiled builds of the hot loops over bytes (everything else is in pyproject.toml).
 
-`app/avro_reader.py` and `app/avro_writer.py` are plain Python; Cython compiles them with the C types of the
-`.pxd` beside each (about 2.5 times as fast: docs/BENCHMARKS.md). Where no C compiler is found the build goes on
+`app/avro_reader.py`, `app/avro_writer.py` and `app/murmur2.py` are plain Python; Cython compiles them with the
+C types of the `.pxd` beside each (the codec 2.3 to 3.8 times as fast, murmur2 about 60 times:
+docs/BENCHMARKS.md). Where no C compiler is found the build goes on
 without them and the same source runs interpreted (tests/unit/test_compiled.py says which one is loaded).
 """
 
