@@ -10,7 +10,6 @@ No Kafka, no other process: CPU per message on this machine now.
 
 from __future__ import annotations
 
-import argparse
 import importlib.machinery
 import importlib.util
 import json
@@ -27,7 +26,7 @@ from app.codec import CommandCodec, EventCodec
 from app.domain.limits import Limits
 from app.settings import Settings
 from bench.processor_bench import build_workload
-from bench.workloads import open_and_fund
+from bench.workloads import offline_options, open_and_fund
 from tables.wallet_store import PartitionStore
 
 
@@ -116,12 +115,7 @@ def run(count: int, wallets: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commands", type=int, default=20_000)
-    parser.add_argument("--wallets", type=int, default=5_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = offline_options(__doc__, commands=20_000, wallets=5_000, rounds=7)
     result = run(args.commands, args.wallets, args.rounds)
     if args.json:
         print(json.dumps(result))

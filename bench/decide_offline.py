@@ -13,7 +13,6 @@ one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import tempfile
@@ -25,7 +24,7 @@ from app.codec import CommandCodec, EventCodec
 from app.domain.limits import Limits
 from app.settings import Settings
 from bench.processor_bench import build_workload
-from bench.workloads import open_and_fund
+from bench.workloads import offline_options, open_and_fund
 from tables.wallet_store import PartitionStore
 
 
@@ -69,12 +68,7 @@ def run(count: int, wallets: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commands", type=int, default=60_000)
-    parser.add_argument("--wallets", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = offline_options(__doc__, commands=60_000, wallets=20_000, rounds=3)
     result = run(args.commands, args.wallets, args.rounds)
     if args.json:
         print(json.dumps(result))

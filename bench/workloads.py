@@ -3,10 +3,22 @@ on the same mix."""
 
 from __future__ import annotations
 
+import argparse
 import random
 import time
 
 from app.domain import commands as c
+
+
+def offline_options(doc: str, commands: int, wallets: int, rounds: int) -> argparse.Namespace:
+    """The command line of a benchmark that runs the processor bench's mix without Kafka (bench/decide_offline.py,
+    bench/codec_bench.py): `--commands`, `--wallets`, `--rounds` (these defaults) and `--json`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=commands)
+    parser.add_argument("--wallets", type=int, default=wallets)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--json", action="store_true")
+    return parser.parse_args()
 
 
 # What each benchmark wallet is funded with: enough that the workload's withdrawals and transfers mostly apply.

@@ -37,7 +37,8 @@ def test_the_compiled_build_is_what_runs_and_it_is_built_from_the_current_source
                                    f"`pip install -e .`, which `make` runs, build it)")
     for source in (_source(name), _source(name).with_suffix(".pxd")):
         assert built.stat().st_mtime >= source.stat().st_mtime, (
-            f"{built.name} is older than {source.name}: rebuild with `.venv/bin/pip install -e .` (or `make bootstrap`)")
+            f"{built.name} is older than {source.name}: rebuild with `.venv/bin/pip install -e .` "
+            f"(`make test` does it when the source changed)")
 
 
 @pytest.mark.parametrize("name", COMPILED)
