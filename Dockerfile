@@ -9,8 +9,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /src
 COPY . .
 
-# The install carries the Avro schemas and the Alembic migrations as package data, and compiles the Avro fast
-# paths (setup.py) with a C compiler that is removed again afterwards.
+# The install carries the Avro schemas and the Alembic migrations as package data, and compiles the hot loops
+# over bytes (setup.py: the Avro reader and writer, murmur2) with a C compiler that is removed again afterwards.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install . \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \

@@ -11,6 +11,8 @@ PYTEST_ARGS ?=
 COMPILED_SOURCES := setup.py $(wildcard app/*.pxd) $(patsubst %.pxd,%.py,$(wildcard app/*.pxd))
 
 $(STAMP): pyproject.toml $(COMPILED_SOURCES)
+	command -v cc >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq gcc libc6-dev; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

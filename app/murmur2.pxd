@@ -4,6 +4,6 @@ import cython
 
 cdef unsigned int _SEED, _M, _MASK
 
-@cython.locals(raw=bytes, length=cython.Py_ssize_t, end=cython.Py_ssize_t, i=cython.Py_ssize_t, extra=cython.Py_ssize_t,
-               h=cython.uint, k=cython.uint)
+@cython.locals(raw=bytes, length=cython.Py_ssize_t, end=cython.Py_ssize_t, i=cython.Py_ssize_t,
+               extra=cython.Py_ssize_t, h=cython.uint, k=cython.uint)
 cpdef unsigned int murmur2(data) except? 0

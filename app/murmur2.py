@@ -5,7 +5,7 @@ The same function as aiokafka's `aiokafka.partitioner.murmur2` (tests/unit/test_
 any bytes), written so that it means the same compiled with the C types of app/murmur2.pxd (`h` and `k`
 unsigned 32-bit: every product is taken modulo 2**32, which the masks do interpreted). It runs compiled
 (setup.py): the processor hashes every command's wallet id it has not seen yet to check its partition, and
-the interpreted loop cost about 10 us per key.
+the interpreted loop cost about 6 us per key.
 """
 
 from __future__ import annotations
