@@ -11,6 +11,10 @@ from prometheus_client.core import GaugeMetricFamily
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
+compiled_module = Gauge(
+    "wallet_compiled_module",
+    "1 when the module runs compiled (setup.py), 0 when it runs interpreted: the same code, slower (the install "
+    "found no C compiler).", ["module"])
 registry_fetch_failures_total = Counter(
     "wallet_registry_fetch_failures_total",
     "Schema lookups and start-up registrations the registry could not answer (down, slow, 5xx); the process "

@@ -25,6 +25,7 @@ from typing import IO
 from prometheus_client import REGISTRY
 
 from app import metrics
+from app.compiled import compiled_modules
 from readside.in_transit import monitor_in_transit
 from app.metrics import ReconcileResult
 from wallet.errors import EntryPointError
@@ -48,6 +49,7 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
     from app.codec import SchemaRegistry, ledger_schemas
     from readside.mysql import monitor_replica_lag
 
+    report_compiled()
     registry = await asyncio.to_thread(SchemaRegistry.for_settings, settings)
     # A worker started during a registry outage waits here (cancellably) instead of exiting: the codecs the
     # roles build next find their schema ids registered.
@@ -96,6 +98,15 @@ async def run_worker(settings: Settings, roles: set[str], *, instance: int = 0, 
                                   name="worker-view")
             if ready is not None:
                 group.create_task(_signal_ready(readiness, ready), name="readiness")
+
+
+def report_compiled() -> None:
+    """Export which modules run compiled, and warn of each that runs interpreted (app/compiled.py)."""
+    for name, compiled in compiled_modules().items():
+        metrics.compiled_module.labels(name).set(1 if compiled else 0)
+        if not compiled:
+            log.warning("module runs interpreted (slower): the install built no compiled module; a C compiler "
+                        "at install time builds it (setup.py)", extra={"python_module": name})
 
 
 async def _signal_ready(events: list[asyncio.Event], ready: asyncio.Event) -> None:

@@ -10,12 +10,16 @@ test_avro_writer.py)."""
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 
 import pytest
 
+from app import metrics
+from app.compiled import COMPILED_MODULES
 from bench import codec_bench
 from bench.codec_bench import interpreted
+from wallet import worker
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.glob("app/*.pxd"))
@@ -53,3 +57,30 @@ def test_the_codec_bench_times_both_forms_on_the_same_bytes() -> None:
     assert result["events"] >= result["commands"] > 300
     for op in ("event_encode", "event_decode", "command_encode", "command_decode"):
         assert result[f"{op}_us"] > 0 and result[f"{op}_source_us"] > 0
+
+
+def test_the_runtime_list_is_what_setup_py_compiles() -> None:
+    """app/compiled.py names the modules a worker reports on; setup.py compiles those with a `.pxd` (the glob
+    above), which an installed package no longer carries."""
+    assert list(COMPILED_MODULES) == COMPILED
+
+
+def test_a_worker_exports_each_module_as_compiled_here(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="wallet.worker"):
+        worker.report_compiled()
+    assert {name: metrics.compiled_module.labels(name)._value.get() for name in COMPILED_MODULES} == {
+        name: 1 for name in COMPILED_MODULES}
+    assert not caplog.records
+
+
+def test_a_worker_warns_of_a_module_that_runs_interpreted(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(worker, "compiled_modules", lambda: {"app.murmur2": False, "app.avro_reader": True})
+    try:
+        with caplog.at_level(logging.WARNING, logger="wallet.worker"):
+            worker.report_compiled()
+        assert metrics.compiled_module.labels("app.murmur2")._value.get() == 0
+        assert [record.python_module for record in caplog.records] == ["app.murmur2"]
+    finally:
+        monkeypatch.undo()
+        worker.report_compiled()  # the truth again, for whatever runs next in this process
