@@ -43,9 +43,13 @@ def interpreted(name: str) -> ModuleType:
 
 def codecs(build: str) -> tuple[EventCodec, CommandCodec]:
     """An event codec and a command codec whose fast reader and writer are `build`'s: "loaded" (what `import`
-    loads: the compiled build where there is one) or "source" (the same modules interpreted)."""
+    loads: the compiled build where there is one), "source" (the same modules interpreted) or "fastavro" (no
+    fast path: what the fast paths are compared with in tests/unit/test_avro_reader.py and test_avro_writer.py)."""
     events, commands = EventCodec(None, "events"), CommandCodec(None, "commands")
-    if build == "source":
+    if build == "fastavro":
+        for codec in (events, commands):
+            codec._own_reader = codec._own_writer = None
+    elif build == "source":
         reader = interpreted("app.avro_reader").FlatRecordReader
         writer = interpreted("app.avro_writer").FlatRecordWriter
         for codec in (events, commands):
@@ -56,7 +60,7 @@ def codecs(build: str) -> tuple[EventCodec, CommandCodec]:
 
 def _messages(count: int, wallets: int) -> tuple[list[Any], list[Any]]:
     """(the outcome events, the commands) of the processor bench's mix, as domain objects."""
-    commands, events = CommandCodec(None, "commands"), EventCodec(None, "events")
+    events = EventCodec(None, "events")
     ids, work = build_workload(count, wallets, hot=False)
     decided: list[Any] = []
 

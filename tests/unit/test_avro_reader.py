@@ -13,34 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.avro_reader import FlatRecordReader
-from app.codec import COMMAND_SCHEMA, CodecError, CommandCodec, EventCodec, HEADER, load_schema
+from app.codec import COMMAND_SCHEMA, CodecError, EventCodec, HEADER, load_schema
 from app.domain import commands as c
 from app.domain.commands import COMMAND_TYPES
 from app.domain.events import EVENT_TYPES
-from bench.codec_bench import interpreted
+from bench.codec_bench import codecs
 from tests.unit.test_codec import _instances, one_command_of_each_kind, one_event_of_each_kind
 
 WIRE_HEADER = b"\x00\x00\x00\x00\x00"  # magic byte 0, schema id 0 (no registry)
 
 
-def _codecs(codec_type: type = EventCodec, reader: type | None = None) -> tuple:
-    """(the codec as it runs, or with `reader` as its fast reader; the same codec reading through fastavro only)."""
-    fast, general = codec_type(None, "topic"), codec_type(None, "topic")
-    general._own_reader = None
-    if reader is not None:
-        fast._own_reader = reader.for_schema(fast.schema, fast.types)
-    assert fast._own_reader is not None
-    return fast, general
-
-
-FAST, GENERAL = _codecs()
-COMMANDS, COMMANDS_GENERAL = _codecs(CommandCodec)
-# The same reader run from its source: what runs where the compiled build is missing (tests/unit/test_compiled.py).
-SOURCE_READER = interpreted("app.avro_reader").FlatRecordReader
-FAST_SOURCE, _ = _codecs(EventCodec, SOURCE_READER)
-COMMANDS_SOURCE, _ = _codecs(CommandCodec, SOURCE_READER)
-# Per build of the reader: its event codec and its command codec.
-BUILDS = {"loaded": (FAST, COMMANDS), "source": (FAST_SOURCE, COMMANDS_SOURCE)}
+GENERAL, COMMANDS_GENERAL = codecs("fastavro")  # reading (and writing) through fastavro only
+# Per build of the reader (as loaded, and the same source interpreted: what runs where the compiled build is
+# missing, tests/unit/test_compiled.py): its event codec and its command codec.
+BUILDS = {build: codecs(build) for build in ("loaded", "source")}
+FAST, COMMANDS = BUILDS["loaded"]
 
 
 def _outcome(codec: EventCodec, value: bytes) -> tuple[str, Any]:

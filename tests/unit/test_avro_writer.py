@@ -12,31 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.codec import CommandCodec, EventCodec
 from app.domain import commands as c
 from app.domain.commands import COMMAND_TYPES
 from app.domain.events import EVENT_TYPES
-from bench.codec_bench import interpreted
+from bench.codec_bench import codecs
 from tests.unit.test_codec import _instances, one_command_of_each_kind, one_event_of_each_kind
 
 
-def _codec_pair(codec_type: type, writer: type | None = None) -> tuple[Any, Any]:
-    """(the codec as it runs, or with `writer` as its fast writer; the same codec writing through fastavro only)."""
-    fast, general = codec_type(None, "topic"), codec_type(None, "topic")
-    general._own_writer = None
-    if writer is not None:
-        fast._own_writer = writer.for_schema(fast.schema, fast.types)
-    assert fast._own_writer is not None
-    return fast, general
-
-
-EVENTS, EVENTS_GENERAL = _codec_pair(EventCodec)
-COMMANDS, COMMANDS_GENERAL = _codec_pair(CommandCodec)
-# The same writer run from its source: what runs where the compiled build is missing (tests/unit/test_compiled.py).
-SOURCE_WRITER = interpreted("app.avro_writer").FlatRecordWriter
-# Per build of the writer: (its event codec, its command codec).
-BUILDS = {"loaded": (EVENTS, COMMANDS),
-          "source": (_codec_pair(EventCodec, SOURCE_WRITER)[0], _codec_pair(CommandCodec, SOURCE_WRITER)[0])}
+EVENTS_GENERAL, COMMANDS_GENERAL = codecs("fastavro")  # writing (and reading) through fastavro only
+# Per build of the writer (as loaded, and the same source interpreted: what runs where the compiled build is
+# missing, tests/unit/test_compiled.py): (its event codec, its command codec).
+BUILDS = {build: codecs(build) for build in ("loaded", "source")}
+EVENTS, COMMANDS = BUILDS["loaded"]
 
 
 def _pair(obj: Any, build: str) -> tuple[Any, Any]:

@@ -84,3 +84,11 @@ def test_a_worker_warns_of_a_module_that_runs_interpreted(monkeypatch: pytest.Mo
     finally:
         monkeypatch.undo()
         worker.report_compiled()  # the truth again, for whatever runs next in this process
+
+
+def test_the_two_builds_the_codec_tests_compare_are_the_loaded_modules_and_their_interpreted_source() -> None:
+    """bench/codec_bench.py `codecs`: the reader's and writer's tests rely on it to run both forms."""
+    for build, suffix in (("loaded", ""), ("source", "__interpreted")):
+        for codec in codec_bench.codecs(build):
+            for fast_path, module in ((codec._own_reader, "app.avro_reader"), (codec._own_writer, "app.avro_writer")):
+                assert fast_path is not None and type(fast_path).__module__ == module + suffix
