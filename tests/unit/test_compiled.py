@@ -1,14 +1,17 @@
 """The compiled builds (setup.py: the Avro reader and writer, murmur2): loaded, and built from their source.
 
 A module with a `.pxd` beside it is compiled by `pip install -e .` (which `make` runs whenever one of those files
-changes). Python prefers the extension to the `.py`, so an extension older than its source would run code that
-is no longer in the repository: these tests fail then, and say how to rebuild. The same source also runs
+changes). Python prefers the extension to the `.py`, so an extension built from other source would run code that
+is no longer in the repository: these tests fail then, and say how to rebuild. They compare the digest setup.py
+records beside each build with the source's, not file times, so a checkout that leaves the source as it was
+built (a branch switched back and forth) is not taken for a change. The same source also runs
 interpreted where no compiler is found; `interpreted()` (bench/codec_bench.py, which times the two forms) loads
 that form, and the reader's and writer's tests run against both (tests/unit/test_avro_reader.py,
 test_avro_writer.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from pathlib import Path
@@ -33,16 +36,25 @@ def test_the_compiled_modules_are_the_avro_reader_and_writer_and_murmur2() -> No
     assert COMPILED == ["app.avro_reader", "app.avro_writer", "app.murmur2"]
 
 
+def _digest_of_source(name: str) -> str:
+    """What setup.py `source_digest` records beside a build: sha256 over the `.py`, then the `.pxd`."""
+    digest = hashlib.sha256()
+    for suffix in (".py", ".pxd"):
+        digest.update(_source(name).with_suffix(suffix).read_bytes())
+    return digest.hexdigest()
+
+
 @pytest.mark.parametrize("name", COMPILED)
 def test_the_compiled_build_is_what_runs_and_it_is_built_from_the_current_source(name: str) -> None:
     module = importlib.import_module(name)
     built = Path(module.__file__)
     assert built.suffix == ".so", (f"{name} runs interpreted from {built}: no compiled build (a C compiler and "
                                    f"`pip install -e .`, which `make` runs, build it)")
-    for source in (_source(name), _source(name).with_suffix(".pxd")):
-        assert built.stat().st_mtime >= source.stat().st_mtime, (
-            f"{built.name} is older than {source.name}: rebuild with `.venv/bin/pip install -e .` "
-            f"(`make test` does it when the source changed)")
+    recorded = Path(f"{built}.source-sha256")
+    assert recorded.exists(), f"{built.name} has no record of its source: rebuild with `.venv/bin/pip install -e .`"
+    assert recorded.read_text().strip() == _digest_of_source(name), (
+        f"{built.name} was built from another {name} than this checkout's: rebuild with "
+        f"`.venv/bin/pip install -e .` (`make test` does it when the source changed)")
 
 
 @pytest.mark.parametrize("name", COMPILED)
