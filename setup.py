@@ -20,12 +20,13 @@ from setuptools.command.build_ext import build_ext
 # The modules compiled: every app/<module>.py with an app/<module>.pxd beside it (the Makefile rebuilds on a
 # change to either).
 COMPILED = sorted(path.with_suffix(".py") for path in Path("app").glob("*.pxd"))
-# The suffix of the file beside each build that names the source it was built from.
+# The suffix of the file beside each build that names the source it was built from (app/compiled.py).
 DIGEST_SUFFIX = ".source-sha256"
 
 
 def source_digest(source: Path) -> str:
-    """sha256 over a compiled module's `.py` and then its `.pxd` (tests/unit/test_compiled.py computes it too)."""
+    """sha256 over a compiled module's `.py` and then its `.pxd` (app/compiled.py has the same function, for the
+    checks at run time: this file runs before the package can be imported)."""
     digest = hashlib.sha256()
     for path in (source.with_suffix(".py"), source.with_suffix(".pxd")):
         digest.update(path.read_bytes())

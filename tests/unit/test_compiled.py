@@ -11,7 +11,6 @@ test_avro_writer.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app import metrics
-from app.compiled import COMPILED_MODULES
+from app.compiled import COMPILED_MODULES, recorded_digest, source_digest
 from bench import codec_bench
 from bench.codec_bench import interpreted
 from wallet import worker
@@ -36,23 +35,15 @@ def test_the_compiled_modules_are_the_avro_reader_and_writer_and_murmur2() -> No
     assert COMPILED == ["app.avro_reader", "app.avro_writer", "app.murmur2"]
 
 
-def _digest_of_source(name: str) -> str:
-    """What setup.py `source_digest` records beside a build: sha256 over the `.py`, then the `.pxd`."""
-    digest = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
-        digest.update(_source(name).with_suffix(suffix).read_bytes())
-    return digest.hexdigest()
-
-
 @pytest.mark.parametrize("name", COMPILED)
 def test_the_compiled_build_is_what_runs_and_it_is_built_from_the_current_source(name: str) -> None:
     module = importlib.import_module(name)
     built = Path(module.__file__)
     assert built.suffix == ".so", (f"{name} runs interpreted from {built}: no compiled build (a C compiler and "
                                    f"`pip install -e .`, which `make` runs, build it)")
-    recorded = Path(f"{built}.source-sha256")
-    assert recorded.exists(), f"{built.name} has no record of its source: rebuild with `.venv/bin/pip install -e .`"
-    assert recorded.read_text().strip() == _digest_of_source(name), (
+    recorded = recorded_digest(built)
+    assert recorded is not None, f"{built.name} has no record of its source: rebuild with `.venv/bin/pip install -e .`"
+    assert recorded == source_digest(_source(name)), (
         f"{built.name} was built from another {name} than this checkout's: rebuild with "
         f"`.venv/bin/pip install -e .` (`make test` does it when the source changed)")
 

@@ -1,0 +1,55 @@
+"""bench/revisions.py: another revision's processor bench, run beside this checkout's in the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.compiled import recorded_digest, source_digest
+from bench import revisions
+
+# The smallest run of `bench processor` that drains a backlog and measures a latency: a few seconds each.
+TINY = ["--commands", "400", "--wallets", "40", "--instances", "1", "--latency-rate", "100",
+        "--latency-seconds", "1"]
+
+
+def _worktrees() -> str:
+    return revisions._git("worktree", "list")
+
+
+def test_a_revision_and_this_checkout_each_drain_the_backlog_and_the_scratch_worktree_goes(stack) -> None:
+    result = revisions.compare("HEAD", 1, TINY)
+    assert result["rounds"] == 1
+    assert result["theirs_commands_per_s"][0] > 0 and result["ours_commands_per_s"][0] > 0
+    assert result["ratio"] == result["ours_commands_per_s"][0] / result["theirs_commands_per_s"][0]
+    assert result["mode"].startswith("uniform, exactly_once, 1 processor process(es)")
+    assert "bench-revisions-" not in _worktrees()
+
+
+def test_the_baseline_runs_its_own_source_compiled(tmp_path: Path) -> None:
+    """Copied from this checkout when built from the same source, built in the worktree otherwise: either way
+    each compiled module of the revision is a build of the revision's own `.py` and `.pxd`."""
+    checkout = revisions.checkout_of("HEAD", tmp_path)
+    try:
+        pxds = sorted((checkout / "app").glob("*.pxd"))
+        assert pxds
+        for pxd in pxds:
+            builds = list((checkout / "app").glob(f"{pxd.stem}.*.so"))
+            assert len(builds) == 1
+            assert recorded_digest(builds[0]) == source_digest(pxd.with_suffix(".py"))
+    finally:
+        revisions._git("worktree", "remove", "--force", str(checkout))
+    assert str(checkout) not in _worktrees()
+
+
+def test_a_revision_before_the_wallet_package_runs_its_bench_through_app_cli(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "cli.py").write_text("")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "processor_bench.py").write_text('parser.add_argument("--hot")\n')
+    assert revisions.bench_command(tmp_path, ["--hot"])[1:] == ["-m", "app.cli", "bench", "processor", "--json",
+                                                                 "--hot"]
+
+
+def test_this_checkout_runs_its_bench_through_wallet_cli_without_faust() -> None:
+    assert revisions.bench_command(revisions.REPO_ROOT, [])[1:] == ["-m", "wallet.cli", "bench", "processor",
+                                                                     "--json", "--no-faust"]
