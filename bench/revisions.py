@@ -1,13 +1,16 @@
-"""This checkout's processor against another revision's, in the same run:
-`python -m bench.revisions --against REV [--hot] [--rounds N] [--json] [-- options of the processor bench]`.
+"""A benchmark of this checkout against the same benchmark of another revision, in the same run:
+`python -m bench.revisions --against REV [--bench processor|http] [--rounds N] [--json] [-- bench options]`.
 
 Absolute figures on this machine move 2x from one day to the next (docs/BENCHMARKS.md), so "as fast as on the
 day X" can only be answered by running X's code beside ours. REV is checked out in a scratch git worktree
 (its compiled modules built there when it has any, so it runs as its own install would), and its
-`bench processor --json` alternates with this checkout's, round by round; each run is its own process tree in
-a namespace of its own. A revision's bench is run with its own command: `wallet.cli` where it has one, else
-`app.cli` (before 2026-11-29), and `--no-faust` where it has a Faust baseline (skipped in both: it measures
-Faust, not us). Printed: both figures per round, their medians, and ratio = ours / theirs (commands/s).
+`bench <name> --json` alternates with this checkout's, round by round; each run is its own process tree. A
+revision's bench is run with its own command: `wallet.cli` where it has one, else `app.cli` (before
+2026-11-29), and, for the processor, `--no-faust` where it has a Faust baseline (skipped in both: it measures
+Faust, not us). Printed: the bench's figures (FIGURES) per round for both, and ratio = ours / theirs of the
+medians of the first figure (commands/s; balance GETs/s). Benches of revisions before 2026-11-29 do not keep
+to their own namespace (docs/BENCHMARKS.md, "Isolation"): `bench http` of such a revision writes its wallets
+into the live read model of the stack it runs on.
 """
 
 from __future__ import annotations
@@ -25,30 +28,37 @@ from pathlib import Path
 from app.compiled import DIGEST_SUFFIX, recorded_digest, source_digest
 from app.settings import REPO_ROOT
 
-# How long one run of the processor bench may take before the comparison gives up.
+# How long one run of a bench may take before the comparison gives up.
 RUN_TIMEOUT_S = 1200
+# The figures compared, per bench; the ratio is taken of the first. The deposit latencies of `bench http`
+# before 2026-11-29 (second session) were measured with a load generator that took 0.5 cores of the 2.
+FIGURES = {
+    "processor": ("commands_per_s", "outcomes_per_s", "raw_loop_per_s", "latency_p99_ms"),
+    "http": ("balance_get_per_s", "balance_p99_ms", "balance_web_cpu_us_per_request", "command_p50_ms",
+             "command_p99_ms"),
+}
 
 
 def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def bench_command(checkout: Path, options: list[str]) -> list[str]:
-    """The command line that runs `bench processor --json` as the code at `checkout` spells it."""
+def bench_command(checkout: Path, bench: str, options: list[str]) -> list[str]:
+    """The command line that runs `bench <bench> --json` as the code at `checkout` spells it."""
     cli = "wallet.cli" if (checkout / "wallet" / "cli.py").exists() else "app.cli"
-    bench_source = (checkout / "bench" / "processor_bench.py").read_text()
-    no_faust = ["--no-faust"] if "--no-faust" in bench_source else []
-    return [sys.executable, "-m", cli, "bench", "processor", "--json", *no_faust, *options]
+    processor_bench = (checkout / "bench" / "processor_bench.py").read_text()
+    no_faust = ["--no-faust"] if bench == "processor" and "--no-faust" in processor_bench else []
+    return [sys.executable, "-m", cli, "bench", bench, "--json", *no_faust, *options]
 
 
-def run_bench(checkout: Path, options: list[str]) -> dict:
-    """One `bench processor` run of the code at `checkout` (on its own PYTHONPATH); its JSON result."""
+def run_bench(checkout: Path, bench: str, options: list[str]) -> dict:
+    """One `bench <bench>` run of the code at `checkout` (on its own PYTHONPATH); its JSON result."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run(bench_command(checkout, options), cwd=checkout, env=env, capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S)
+    done = subprocess.run(bench_command(checkout, bench, options), cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines or not lines[-1].startswith("{"):
-        raise RuntimeError(f"bench processor at {checkout} failed ({done.returncode}): "
+        raise RuntimeError(f"bench {bench} at {checkout} failed ({done.returncode}): "
                            f"{(done.stderr or done.stdout)[-2000:]}")
     return json.loads(lines[-1])
 
@@ -80,43 +90,45 @@ def checkout_of(rev: str, root: Path) -> Path:
     return path
 
 
-def compare(rev: str, rounds: int, options: list[str]) -> dict:
+def compare(rev: str, bench: str, rounds: int, options: list[str]) -> dict:
     root = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     try:
         baseline = checkout_of(rev, root)
         theirs, ours = [], []
         for _ in range(rounds):
-            theirs.append(run_bench(baseline, options))
-            ours.append(run_bench(REPO_ROOT, options))
+            theirs.append(run_bench(baseline, bench, options))
+            ours.append(run_bench(REPO_ROOT, bench, options))
     finally:
         if (root / "baseline").exists():
             _git("worktree", "remove", "--force", str(root / "baseline"))
         shutil.rmtree(root, ignore_errors=True)
-    theirs_per_s = [run["commands_per_s"] for run in theirs]
-    ours_per_s = [run["commands_per_s"] for run in ours]
-    return {"mode": ours[0]["mode"], "against": _git("rev-parse", "--short", rev),
-            "here": _git("describe", "--always", "--dirty"), "rounds": rounds, "theirs_commands_per_s": theirs_per_s, "ours_commands_per_s": ours_per_s,
-            "theirs_raw_loop_per_s": [run["raw_loop_per_s"] for run in theirs],
-            "ours_raw_loop_per_s": [run["raw_loop_per_s"] for run in ours],
-            "ratio": statistics.median(ours_per_s) / statistics.median(theirs_per_s)}
+    figures = FIGURES[bench]
+    result = {"bench": bench, "mode": ours[0]["mode"], "against": _git("rev-parse", "--short", rev),
+              "here": _git("describe", "--always", "--dirty"), "rounds": rounds,
+              "theirs": {key: [run.get(key) for run in theirs] for key in figures},
+              "ours": {key: [run.get(key) for run in ours] for key in figures}}
+    result["ratio"] = statistics.median(result["ours"][figures[0]]) / statistics.median(result["theirs"][figures[0]])
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.revisions")
     parser.add_argument("--against", required=True, help="the revision to compare with (any git revision)")
+    parser.add_argument("--bench", choices=sorted(FIGURES), default="processor", help="which `wallet bench`")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating")
-    parser.add_argument("--hot", action="store_true", help="the processor bench's --hot workload")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of text")
-    parser.add_argument("options", nargs="*", help="after --: more options for both benches (e.g. --commands)")
+    parser.add_argument("options", nargs="*", help="after --: options for both benches (e.g. --hot, --commands)")
     args = parser.parse_args()
-    result = compare(args.against, args.rounds, (["--hot"] if args.hot else []) + args.options)
+    result = compare(args.against, args.bench, args.rounds, args.options)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['mode']}: {result['here']} (here) against {result['against']}, {result['rounds']} rounds")
-    for theirs, ours in zip(result["theirs_commands_per_s"], result["ours_commands_per_s"]):
-        print(f"  {result['against']} {theirs:,.0f} commands/s   here {ours:,.0f} commands/s")
-    print(f"  ratio (medians, here / {result['against']}): {result['ratio']:.2f}")
+    print(f"bench {result['bench']} ({result['mode']}): {result['here']} (here) against {result['against']}")
+    for key in FIGURES[args.bench]:
+        for side, name in (("theirs", result["against"]), ("ours", "here")):
+            values = ", ".join("-" if value is None else f"{value:,.1f}" for value in result[side][key])
+            print(f"  {key:32} {name:>12}  {values}")
+    print(f"  ratio of the medians of {FIGURES[args.bench][0]}, here / {result['against']}: {result['ratio']:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ def _worktrees() -> str:
 
 
 def test_a_revision_and_this_checkout_each_drain_the_backlog_and_the_scratch_worktree_goes(stack) -> None:
-    result = revisions.compare("HEAD", 1, TINY)
-    assert result["rounds"] == 1
-    assert result["theirs_commands_per_s"][0] > 0 and result["ours_commands_per_s"][0] > 0
-    assert result["ratio"] == result["ours_commands_per_s"][0] / result["theirs_commands_per_s"][0]
+    result = revisions.compare("HEAD", "processor", 1, TINY)
+    assert result["rounds"] == 1 and result["bench"] == "processor"
+    (theirs,), (ours,) = result["theirs"]["commands_per_s"], result["ours"]["commands_per_s"]
+    assert theirs > 0 and ours > 0 and result["ratio"] == ours / theirs
+    assert set(result["ours"]) == set(revisions.FIGURES["processor"]) and result["ours"]["raw_loop_per_s"][0] > 0
     assert result["mode"].startswith("uniform, exactly_once, 1 processor process(es)")
     assert "bench-revisions-" not in _worktrees()
 
@@ -46,10 +47,12 @@ def test_a_revision_before_the_wallet_package_runs_its_bench_through_app_cli(tmp
     (tmp_path / "app" / "cli.py").write_text("")
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "processor_bench.py").write_text('parser.add_argument("--hot")\n')
-    assert revisions.bench_command(tmp_path, ["--hot"])[1:] == ["-m", "app.cli", "bench", "processor", "--json",
-                                                                 "--hot"]
+    assert revisions.bench_command(tmp_path, "processor", ["--hot"])[1:] == [
+        "-m", "app.cli", "bench", "processor", "--json", "--hot"]
 
 
-def test_this_checkout_runs_its_bench_through_wallet_cli_without_faust() -> None:
-    assert revisions.bench_command(revisions.REPO_ROOT, [])[1:] == ["-m", "wallet.cli", "bench", "processor",
-                                                                     "--json", "--no-faust"]
+def test_this_checkout_runs_its_benches_through_wallet_cli_and_the_processor_without_faust() -> None:
+    assert revisions.bench_command(revisions.REPO_ROOT, "processor", [])[1:] == [
+        "-m", "wallet.cli", "bench", "processor", "--json", "--no-faust"]
+    assert revisions.bench_command(revisions.REPO_ROOT, "http", ["--wallets", "20"])[1:] == [
+        "-m", "wallet.cli", "bench", "http", "--json", "--wallets", "20"]
