@@ -33,7 +33,7 @@ RUN_TIMEOUT_S = 1200
 # The figures compared, per bench; the ratio is taken of the first. The deposit latencies of `bench http`
 # before 2026-11-29 (second session) were measured with a load generator that took 0.5 cores of the 2.
 FIGURES = {
-    "processor": ("commands_per_s", "outcomes_per_s", "raw_loop_per_s", "latency_p99_ms"),
+    "processor": ("commands_per_s", "outcomes_per_s", "raw_loop_per_s", "latency_p50_ms", "latency_p99_ms"),
     "http": ("balance_get_per_s", "balance_p99_ms", "balance_web_cpu_us_per_request", "command_p50_ms",
              "command_p99_ms"),
 }
