@@ -2,8 +2,8 @@
 
 The group's plan (agents/membership.py) names `processor_standby_replicas` standby members per partition.
 A standby tails the partition of `wallet.events` (read_committed) and folds each event into its local store
-exactly as a restore does (agents/restore.py `fold_records`), writing the store once per fetched batch with
-the offset marker. When the partition is assigned to this worker, the processor takes the store over and
+exactly as a restore does (agents/restore.py `fold_records`), writing the store with the offset marker every
+`processor_standby_fold_chunk_events` events, and letting the worker's event loop turn in between. When the partition is assigned to this worker, the processor takes the store over and
 catches up the rest; the assignor prefers the warmest member, so that is usually this one.
 """
 
@@ -23,13 +23,6 @@ from agents.restore import fold_records
 from tables.wallet_store import PartitionStore
 
 log = logging.getLogger("wallet.standby")
-
-# How long one fetch of the standby partitions waits, and how many events one fetch folds at most.
-STANDBY_FETCH_WAIT_MS = 200
-STANDBY_FETCH_RECORDS_MAX = 500
-# Events folded and written between two turns of the event loop: a fold holds the loop (the processor's
-# batches, commits and replies wait), about 50 us an event here, so 100 events are about 5 ms.
-STANDBY_FOLD_CHUNK_EVENTS = 100
 
 
 class StandbyTailer:
@@ -84,8 +77,8 @@ class StandbyTailer:
                     metrics.processor_standby_lag_events_max.set(0)
                     await self._changed.wait()
                     continue
-                batch = await consumer.getmany(timeout_ms=STANDBY_FETCH_WAIT_MS,
-                                               max_records=STANDBY_FETCH_RECORDS_MAX)
+                batch = await consumer.getmany(timeout_ms=self.settings.processor_standby_fetch_wait_ms,
+                                               max_records=self.settings.processor_standby_fetch_records_max)
                 await self.codec.ensure(r.value for records in batch.values() for r in records)
                 await self._fold(batch)
                 worst = 0
@@ -100,19 +93,21 @@ class StandbyTailer:
             await consumer.stop()
 
     async def _fold(self, batch: dict) -> None:
-        """Fold fetched events into the standby stores, STANDBY_FOLD_CHUNK_EVENTS at a time, each chunk written
-        before the loop turns. Between chunks the followed partitions may change (a promotion releases one): the
-        rest of the batch is then dropped, and the loop seeks each partition back to its store's offset."""
+        """Fold fetched events into the standby stores, `processor_standby_fold_chunk_events` at a time, each
+        written before the loop turns. Between chunks the followed partitions may change (a promotion releases
+        one): the rest of the batch is then dropped, and the loop seeks each partition back to its store's
+        offset."""
         retention_start_ms = identity.retention_start_ms(int(time.time() * 1000), self.settings.command_retention_s)
+        chunk_events = self.settings.processor_standby_fold_chunk_events
         for tp, records in batch.items():
-            for first in range(0, len(records), STANDBY_FOLD_CHUNK_EVENTS):
+            for first in range(0, len(records), chunk_events):
                 if self._changed.is_set():
                     return
                 if tp.partition not in self.partitions:
                     break  # released while the fetch was in flight: the owner path catches it up
                 store = self._open_store(tp.partition)
                 start = store.events_offset
-                chunk = records[first:first + STANDBY_FOLD_CHUNK_EVENTS]
+                chunk = records[first:first + chunk_events]
                 fold_records(store, self.codec, (record for record in chunk if record.offset >= start),
                              retention_start_ms)
                 store.apply()

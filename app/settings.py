@@ -175,6 +175,13 @@ class Settings:
     # Members that keep a warm copy of each partition's store by tailing wallet.events (0: none). A takeover
     # by a warm standby replays the lag, not the partition's history.
     processor_standby_replicas: int = 1
+    # How long a standby's fetch of wallet.events waits for new events, and the most events one fetch returns
+    # (agents/standby.py): a standby is a background copy, so it asks for what is there rather than for speed.
+    processor_standby_fetch_wait_ms: int = 200
+    processor_standby_fetch_records_max: int = 500
+    # Events a standby folds and writes between two turns of the worker's event loop: a fold holds the loop
+    # (this worker's batches, commits and replies wait), about 25-50 us an event here, so 100 is a few ms.
+    processor_standby_fold_chunk_events: int = 100
     # A processor silent this long (no heartbeat) leaves the group and its partitions move: the failover
     # bound. The broker's minimum (group.min.session.timeout.ms) is 6 s.
     processor_session_timeout_ms: int = 6_000

@@ -107,7 +107,8 @@ def compare(rev: str, bench: str, rounds: int, options: list[str]) -> dict:
               "here": _git("describe", "--always", "--dirty"), "rounds": rounds,
               "theirs": {key: [run.get(key) for run in theirs] for key in figures},
               "ours": {key: [run.get(key) for run in ours] for key in figures}}
-    result["ratio"] = statistics.median(result["ours"][figures[0]]) / statistics.median(result["theirs"][figures[0]])
+    headline = figures[0]
+    result["ratio"] = statistics.median(result["ours"][headline]) / statistics.median(result["theirs"][headline])
     return result
 
 

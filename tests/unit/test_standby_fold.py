@@ -1,6 +1,6 @@
-"""The standby's fold (agents/standby.py `StandbyTailer._fold`) in chunks: the event loop turns between chunks
-(the processor's batches run), each chunk is written before it turns, and a partition released between two
-chunks (promoted to owner) is not folded any further."""
+"""The standby's fold (agents/standby.py `StandbyTailer._fold`) in chunks of `processor_standby_fold_chunk_events`:
+the event loop turns between chunks (the processor's batches run), each chunk is written before it turns, and a
+partition released between two chunks (promoted to owner) is not folded any further."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import itertools
 import time
 from pathlib import Path
 
-from agents.standby import STANDBY_FOLD_CHUNK_EVENTS, StandbyTailer
+from agents.standby import StandbyTailer
 from app.codec import EventCodec
 from app.settings import Settings
 from bench.fold_offline import Record, decide_log, store_contents
 from bench.workloads import open_and_fund
 from tables.wallet_store import PartitionStore
+
+CHUNK_EVENTS = Settings.processor_standby_fold_chunk_events
 
 PARTITION = 2
 
@@ -51,7 +53,7 @@ def _tailer(tmp_path: Path, codec: EventCodec) -> tuple[StandbyTailer, Partition
 def test_a_batch_is_folded_chunk_by_chunk_with_the_loop_turning_between(tmp_path: Path) -> None:
     codec = EventCodec(None, "events")
     log = _log(tmp_path / "owner", codec)
-    assert len(log) > 2 * STANDBY_FOLD_CHUNK_EVENTS
+    assert len(log) > 2 * CHUNK_EVENTS
     tailer, store = _tailer(tmp_path, codec)
     offsets_seen: list[int] = []
 
@@ -70,7 +72,7 @@ def test_a_batch_is_folded_chunk_by_chunk_with_the_loop_turning_between(tmp_path
     store.close()
     # Between chunks the store has been written up to a chunk's end; the last write is the whole batch.
     chunk_ends = sorted(set(offsets_seen) - {0})
-    assert chunk_ends[:2] == [STANDBY_FOLD_CHUNK_EVENTS, 2 * STANDBY_FOLD_CHUNK_EVENTS]
+    assert chunk_ends[:2] == [CHUNK_EVENTS, 2 * CHUNK_EVENTS]
     assert store_contents(tmp_path / "standby") == store_contents(tmp_path / "owner")
 
 
@@ -90,6 +92,6 @@ def test_a_partition_released_between_chunks_is_folded_no_further(tmp_path: Path
         await promoter
 
     asyncio.run(fold_and_release())
-    assert store.events_offset == STANDBY_FOLD_CHUNK_EVENTS
+    assert store.events_offset == CHUNK_EVENTS
     store.close()
 
