@@ -3,8 +3,9 @@
 The group's plan (agents/membership.py) names `processor_standby_replicas` standby members per partition.
 A standby tails the partition of `wallet.events` (read_committed) and folds each event into its local store
 exactly as a restore does (agents/restore.py `fold_records`), writing the store with the offset marker every
-`processor_standby_fold_chunk_events` events, and letting the worker's event loop turn in between. When the partition is assigned to this worker, the processor takes the store over and
-catches up the rest; the assignor prefers the warmest member, so that is usually this one.
+`processor_standby_fold_chunk_events` events, and letting the worker's event loop turn in between. When the
+partition is assigned to this worker, the processor takes the store over and catches up the rest; the assignor
+prefers the warmest member, so that is usually this one.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ _POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "hold
              "transfer_in_transit_max_s", "transfer_in_transit_poll_interval_s",
              "command_wait_ms_max", "reply_partitions", "reply_retention_ms", "processor_session_timeout_ms",
              "processor_heartbeat_interval_ms", "restore_process_min_events",
-             "processor_max_poll_interval_ms", "processor_workers",
+             "processor_max_poll_interval_ms", "processor_workers", "processor_standby_fetch_wait_ms",
+             "processor_standby_fetch_records_max", "processor_standby_fold_chunk_events",
              "rate_limit_per_s", "rate_limit_burst", "hold_expires_in_s_default", "hold_expires_in_s_max",
              "commands_in_flight_max", "table_read_timeout_ms", "redis_connections_max", "wallet_cache_size_max")
 

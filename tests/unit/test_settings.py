@@ -69,6 +69,8 @@ def test_bool_variable_accepts_the_usual_false_words_and_empty(raw: str) -> None
         ("WALLET_SINK_RETRY_BACKOFF_MAX_S", "5s"),
         ("WALLET_REGISTRY_LOCAL", "maybe"),
         ("WALLET_REGISTRY_LOCAL", "2"),
+        ("WALLET_PROCESSOR_STANDBY_FOLD_CHUNK_EVENTS", "0"),  # a chunk of nothing would never fold
+        ("WALLET_PROCESSOR_STANDBY_FETCH_RECORDS_MAX", "0"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(variable: str, raw: str) -> None:
