@@ -4,8 +4,9 @@
 Absolute figures on this machine move 2x from one day to the next (docs/BENCHMARKS.md), so "as fast as on the
 day X" can only be answered by running X's code beside ours. REV is checked out in a scratch git worktree
 (its compiled modules built there when it has any, so it runs as its own install would), and its
-`bench <name> --json` alternates with this checkout's, round by round; each run is its own process tree. A
-revision's bench is run with its own command: `wallet.cli` where it has one, else `app.cli` (before
+`bench <name> --json` alternates with this checkout's, round by round; each run is its own process tree. The
+revision's code runs in this checkout's environment (.venv: its packages, and Cython to build the revision's
+compiled modules), its bench with its own command: `wallet.cli` where it has one, else `app.cli` (before
 2026-11-29), and, for the processor, `--no-faust` where it has a Faust baseline (skipped in both: it measures
 Faust, not us). Printed: the bench's figures (FIGURES) per round for both, and ratio = ours / theirs of the
 medians of the first figure (commands/s; balance GETs/s). Benches of revisions before 2026-11-29 do not keep

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app.compiled import recorded_digest, source_digest
 from bench import revisions
 
@@ -26,9 +28,14 @@ def test_a_revision_and_this_checkout_each_drain_the_backlog_and_the_scratch_wor
     assert "bench-revisions-" not in _worktrees()
 
 
-def test_the_baseline_runs_its_own_source_compiled(tmp_path: Path) -> None:
-    """Copied from this checkout when built from the same source, built in the worktree otherwise: either way
-    each compiled module of the revision is a build of the revision's own `.py` and `.pxd`."""
+@pytest.mark.parametrize("reuse", [True, False], ids=["copied", "built"])
+def test_the_baseline_runs_its_own_source_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   reuse: bool) -> None:
+    """Copied from this checkout when built from the same source, built in the worktree otherwise (with this
+    environment's Cython: a revision whose codec differs): either way each compiled module of the revision is a
+    build of the revision's own `.py` and `.pxd`."""
+    if not reuse:
+        monkeypatch.setattr(revisions, "_reuse_builds", lambda checkout: False)
     checkout = revisions.checkout_of("HEAD", tmp_path)
     try:
         pxds = sorted((checkout / "app").glob("*.pxd"))
