@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Callable
 import app
 from agents.deciding import decide_command
 from app.codec import CommandCodec, EventCodec
+from app.compiled import is_compiled
 from app.domain.limits import Limits
 from app.settings import Settings
 from bench.processor_bench import build_workload
@@ -99,8 +99,7 @@ def run(count: int, wallets: int, rounds: int) -> dict:
             for build, codec_pair in builds.items()}
     assert wire["loaded"] == wire["source"], "the two builds must write the same bytes"
     result: dict[str, Any] = {"events": len(events), "commands": len(commands), "rounds": rounds,
-                              "compiled": {name: not sys.modules[name].__file__.endswith(".py")
-                                           for name in ("app.avro_reader", "app.avro_writer")}}
+                              "compiled": {name: is_compiled(name) for name in ("app.avro_reader", "app.avro_writer")}}
     timings: dict[str, dict[str, float]] = {"loaded": {}, "source": {}}
     for _ in range(rounds):  # alternate the builds, one round each, so that both see the same machine
         for build, (event_codec, command_codec) in builds.items():

@@ -80,18 +80,31 @@ def _reuse_builds(checkout: Path) -> bool:
     return True
 
 
-def checkout_of(rev: str, root: Path) -> Path:
-    """A detached worktree of `rev` under `root`, with its compiled modules built when it has any (copied from
-    this checkout when built from the same source: a build takes about a minute here)."""
+def resolve(rev: str) -> str:
+    """The commit `rev` names (full hash); ValueError for what names none, or looks like an option to git."""
+    if rev.startswith("-"):
+        raise ValueError(f"{rev!r} is not a revision")
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise ValueError(f"{rev!r} names no commit of {REPO_ROOT}") from None
+
+
+def checkout_of(rev: str, root: Path, reuse_builds: bool = True) -> Path:
+    """A detached worktree of commit `rev` under `root`, with its compiled modules built when it has any (copied
+    from this checkout when built from the same source and `reuse_builds`; a build takes 10-20 s here)."""
     path = root / "baseline"
-    _git("worktree", "add", "--detach", str(path), rev)
-    if (path / "setup.py").exists() and not _reuse_builds(path):
+    _git("worktree", "add", "--detach", str(path), resolve(rev))
+    if (path / "setup.py").exists() and not (reuse_builds and _reuse_builds(path)):
         subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=path, check=True,
                        capture_output=True)
     return path
 
 
 def compare(rev: str, bench: str, rounds: int, options: list[str]) -> dict:
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    rev = resolve(rev)
     root = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     try:
         baseline = checkout_of(rev, root)
@@ -117,11 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.revisions")
     parser.add_argument("--against", required=True, help="the revision to compare with (any git revision)")
     parser.add_argument("--bench", choices=sorted(FIGURES), default="processor", help="which `wallet bench`")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating (at least 1)")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of text")
     parser.add_argument("options", nargs="*", help="after --: options for both benches (e.g. --hot, --commands)")
     args = parser.parse_args()
-    result = compare(args.against, args.bench, args.rounds, args.options)
+    try:
+        result = compare(args.against, args.bench, args.rounds, args.options)
+    except ValueError as refused:
+        parser.error(str(refused))
     if args.json:
         print(json.dumps(result))
         return

@@ -29,14 +29,11 @@ def test_a_revision_and_this_checkout_each_drain_the_backlog_and_the_scratch_wor
 
 
 @pytest.mark.parametrize("reuse", [True, False], ids=["copied", "built"])
-def test_the_baseline_runs_its_own_source_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   reuse: bool) -> None:
+def test_the_baseline_runs_its_own_source_compiled(tmp_path: Path, reuse: bool) -> None:
     """Copied from this checkout when built from the same source, built in the worktree otherwise (with this
     environment's Cython: a revision whose codec differs): either way each compiled module of the revision is a
     build of the revision's own `.py` and `.pxd`."""
-    if not reuse:
-        monkeypatch.setattr(revisions, "_reuse_builds", lambda checkout: False)
-    checkout = revisions.checkout_of("HEAD", tmp_path)
+    checkout = revisions.checkout_of("HEAD", tmp_path, reuse_builds=reuse)
     try:
         pxds = sorted((checkout / "app").glob("*.pxd"))
         assert pxds
@@ -47,6 +44,20 @@ def test_the_baseline_runs_its_own_source_compiled(tmp_path: Path, monkeypatch: 
     finally:
         revisions._git("worktree", "remove", "--force", str(checkout))
     assert str(checkout) not in _worktrees()
+
+
+@pytest.mark.parametrize("rev", ["--help", "-b", "no-such-revision", "HEAD^{tree}", ""])
+def test_what_names_no_commit_is_refused_before_anything_runs(rev: str) -> None:
+    """An option-shaped or unknown revision is never handed to `git worktree add` (nor is a tree)."""
+    before = _worktrees()
+    with pytest.raises(ValueError):
+        revisions.compare(rev, "processor", 1, TINY)
+    assert _worktrees() == before
+
+
+def test_no_rounds_is_refused() -> None:
+    with pytest.raises(ValueError):
+        revisions.compare("HEAD", "processor", 0, TINY)
 
 
 def test_a_revision_before_the_wallet_package_runs_its_bench_through_app_cli(tmp_path: Path) -> None:

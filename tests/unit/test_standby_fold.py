@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agents.standby import StandbyTailer
@@ -17,6 +18,18 @@ from bench.workloads import open_and_fund
 from tables.wallet_store import PartitionStore
 
 CHUNK_EVENTS = Settings.processor_standby_fold_chunk_events
+# Turns of the event loop a watching task takes at most (a fold of 300 events yields 3 times): the bound of
+# each loop below, which waits for no time, only for the fold to yield (`asyncio.sleep(0)` is one turn).
+TURNS_MAX = 10_000
+
+
+async def _on_each_turn(step: Callable[[], bool]) -> None:
+    """Run `step()` once per turn of the event loop until it returns True; fail after TURNS_MAX turns."""
+    for _ in range(TURNS_MAX):
+        if step():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"no result in {TURNS_MAX} turns of the event loop")
 
 PARTITION = 2
 
@@ -58,15 +71,13 @@ def test_a_batch_is_folded_chunk_by_chunk_with_the_loop_turning_between(tmp_path
     offsets_seen: list[int] = []
 
     async def fold_while_watching() -> None:
-        async def watch() -> None:
-            while True:
-                offsets_seen.append(store.events_offset)
-                await asyncio.sleep(0)
+        def watch() -> bool:
+            offsets_seen.append(store.events_offset)
+            return store.events_offset == len(log)
 
-        watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0)
+        watcher = asyncio.create_task(_on_each_turn(watch))
         await tailer._fold({_TopicPartition(): log})
-        watcher.cancel()
+        await watcher
 
     asyncio.run(fold_while_watching())
     store.close()
@@ -82,12 +93,13 @@ def test_a_partition_released_between_chunks_is_folded_no_further(tmp_path: Path
     tailer, store = _tailer(tmp_path, codec)
 
     async def fold_and_release() -> None:
-        async def promote_after_the_first_chunk() -> None:
-            while store.events_offset == 0:
-                await asyncio.sleep(0)
+        def promote_after_the_first_chunk() -> bool:
+            if store.events_offset == 0:
+                return False
             tailer.release(PARTITION)
+            return True
 
-        promoter = asyncio.create_task(promote_after_the_first_chunk())
+        promoter = asyncio.create_task(_on_each_turn(promote_after_the_first_chunk))
         await tailer._fold({_TopicPartition(): log})
         await promoter
 
