@@ -99,7 +99,8 @@ def run(count: int, wallets: int, rounds: int) -> dict:
             for build, codec_pair in builds.items()}
     assert wire["loaded"] == wire["source"], "the two builds must write the same bytes"
     result: dict[str, Any] = {"events": len(events), "commands": len(commands), "rounds": rounds,
-                              "compiled": {name: is_compiled(name) for name in ("app.avro_reader", "app.avro_writer")}}
+                              "compiled": {name: is_compiled(name)
+                                           for name in ("app.avro_reader", "app.avro_writer")}}
     timings: dict[str, dict[str, float]] = {"loaded": {}, "source": {}}
     for _ in range(rounds):  # alternate the builds, one round each, so that both see the same machine
         for build, (event_codec, command_codec) in builds.items():
