@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.http_listener import BurstAcceptSite
 from app.kafka import partition_for
 from app.settings import Settings
 from tables.document import TABLE_PATH, wallet_document
@@ -72,7 +73,8 @@ async def serve(settings: Settings, port: int, processor: "Processor | None") ->
     app.router.add_get(TABLE_PATH, read_wallet)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, port).start()
+    await BurstAcceptSite(runner, settings.http_host, port, backlog=settings.http_listen_backlog,
+                          accept_burst_max=settings.http_accept_burst_max).start()
     try:
         await asyncio.Event().wait()
     finally:

@@ -19,7 +19,7 @@ EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
 # any version may use, so an owner with fewer slots still fences a zombie that used more.
 PROCESSOR_TRANSACTION_SLOTS_MAX = 4
 # Limits that only make sense above zero.
-_POSITIVE = ("partitions", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
+_POSITIVE = ("partitions", "http_listen_backlog", "http_accept_burst_max", "topic_replication_factor", "amount_max_major", "holds_open_max", "command_retention_s", "registry_request_timeout_s", "registry_backoff_initial_ms", "registry_backoff_max_ms", "retention_sweep_interval_s",
              "processor_batch_size_max", "processor_batch_wait_ms", "processor_gc_young_objects_max", "transaction_retry_backoff_ms", "consumer_fetch_wait_max_ms",
              "sink_batch_size_max", "sink_batch_wait_ms", "sink_writes_in_flight_max",
              "sink_retry_backoff_max_s", "replica_lag_poll_interval_s", "command_wait_ms_default",
@@ -59,6 +59,12 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # The kernel's queue of connections to an HTTP port not yet accepted (aiohttp's default); beyond it the
+    # kernel drops connection attempts and the client retries a second later.
+    http_listen_backlog: int = 128
+    # Connections an HTTP port accepts each time its socket is readable (app/http_listener.py): a burst of new
+    # connections is taken in at once rather than one per turn of the event loop (uvloop's own server).
+    http_accept_burst_max: int = 128
     # Port of the worker's Prometheus endpoint (and its table-read web view); processor slot N uses it + N.
     worker_web_port: int = 6066
     # Port of the Prometheus endpoint of a process that runs the sinks without the processor (`make run` and
@@ -90,9 +96,9 @@ class Settings:
     # Replicas of every topic `wallet init` creates (1 on the local single broker; 3 in production).
     topic_replication_factor: int = 1
     log_level: str = "INFO"
-    # Event loop of `wallet worker` processes: "asyncio" (the standard library's) or "uvloop". uvloop cut the
-    # API's CPU per balance read by a quarter but halved the deposits a loaded box completed at 1,000/s
-    # (docs/BENCHMARKS.md, HTTP API, 2026-11-29), so it is not the default.
+    # Event loop of `wallet worker` processes: "asyncio" (the standard library's) or "uvloop". Since the API
+    # accepts connections in bursts (app/http_listener.py), uvloop serves as many deposits as asyncio, but it
+    # did not cost less CPU per request in the same runs (docs/BENCHMARKS.md, HTTP API, seventh session).
     event_loop: str = "asyncio"
 
     # --- schema registry ---

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from readside.mysql import make_engine
 from readside.redis import make_client
+from app.http_listener import BurstAcceptSite
 from app.settings import Settings
 from web import reads, writes
 from web.access import meter_refusals
@@ -208,7 +209,8 @@ async def serve(settings: Settings, api_keys: ApiKeys, ready: asyncio.Event | No
     app = create_app(settings, api_keys, registry)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    site = BurstAcceptSite(runner, settings.http_host, settings.http_port, backlog=settings.http_listen_backlog,
+                           accept_burst_max=settings.http_accept_burst_max)
     await site.start()
     if ready is not None:
         ready.set()
