@@ -31,12 +31,13 @@ from app.settings import REPO_ROOT
 
 # How long one run of a bench may take before the comparison gives up.
 RUN_TIMEOUT_S = 1200
-# The figures compared, per bench; the ratio is taken of the first. The deposit latencies of `bench http`
+# The figures compared, per bench; the ratio is taken of the first one every run reported (a `bench http` with
+# `--read-seconds 0` measures no GETs, with `--no-commands` no deposits). The deposit latencies of `bench http`
 # before 2026-11-29 (second session) were measured with a load generator that took 0.5 cores of the 2.
 FIGURES = {
     "processor": ("commands_per_s", "outcomes_per_s", "raw_loop_per_s", "latency_p50_ms", "latency_p99_ms"),
     "http": ("balance_get_per_s", "balance_p99_ms", "balance_web_cpu_us_per_request", "command_p50_ms",
-             "command_p99_ms"),
+             "command_p99_ms", "command_completed_per_s"),
 }
 
 
@@ -116,13 +117,20 @@ def compare(rev: str, bench: str, rounds: int, options: list[str]) -> dict:
         if (root / "baseline").exists():
             _git("worktree", "remove", "--force", str(root / "baseline"))
         shutil.rmtree(root, ignore_errors=True)
+    return summarise(bench, _git("rev-parse", "--short", rev), _git("describe", "--always", "--dirty"), theirs, ours)
+
+
+def summarise(bench: str, against: str, here: str, theirs: list[dict], ours: list[dict]) -> dict:
+    """The figures of both sides' runs, and the ratio of the medians (here / against) of the headline: the
+    first figure of FIGURES[bench] every run reported (None when none did)."""
     figures = FIGURES[bench]
-    result = {"bench": bench, "mode": ours[0]["mode"], "against": _git("rev-parse", "--short", rev),
-              "here": _git("describe", "--always", "--dirty"), "rounds": rounds,
+    result = {"bench": bench, "mode": ours[0]["mode"], "against": against, "here": here, "rounds": len(ours),
               "theirs": {key: [run.get(key) for run in theirs] for key in figures},
               "ours": {key: [run.get(key) for run in ours] for key in figures}}
-    headline = figures[0]
-    result["ratio"] = statistics.median(result["ours"][headline]) / statistics.median(result["theirs"][headline])
+    reported = [key for key in figures if None not in result["ours"][key] + result["theirs"][key]]
+    result["headline"] = reported[0] if reported else None
+    result["ratio"] = (statistics.median(result["ours"][reported[0]]) / statistics.median(result["theirs"][reported[0]])
+                       if reported else None)
     return result
 
 
@@ -146,7 +154,8 @@ def main() -> None:
         for side, name in (("theirs", result["against"]), ("ours", "here")):
             values = ", ".join("-" if value is None else f"{value:,.1f}" for value in result[side][key])
             print(f"  {key:32} {name:>12}  {values}")
-    print(f"  ratio of the medians of {FIGURES[args.bench][0]}, here / {result['against']}: {result['ratio']:.2f}")
+    if result["headline"] is not None:
+        print(f"  ratio of the medians of {result['headline']}, here / {result['against']}: {result['ratio']:.2f}")
 
 
 if __name__ == "__main__":
