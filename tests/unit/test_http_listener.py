@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +19,7 @@ import uvloop
 from aiohttp import web
 
 from app.http_listener import BurstAcceptSite
+from app.settings import REPO_ROOT
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 # Linux retransmits a dropped connection attempt (SYN) after 1 s; the kernel completes one that is not
@@ -145,3 +148,47 @@ def test_a_burst_below_one_is_refused() -> None:
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+_FD_STARVED_SERVER = r'''
+import asyncio, logging, os, resource, sys
+from aiohttp import web
+from app.http_listener import BurstAcceptSite
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+
+async def ok(request):
+    await asyncio.sleep(0.05)  # a few requests at once hold the few descriptors there are
+    return web.Response(text="ok")
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = BurstAcceptSite(runner, "127.0.0.1", 0, backlog=128, accept_burst_max=128)
+    await site.start()
+    open_fds = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(site.port, flush=True)
+    await asyncio.sleep(float(sys.argv[1]))
+    await runner.cleanup()
+
+asyncio.run(main())
+'''
+
+
+def test_out_of_descriptors_pauses_accepting_and_every_waiting_client_is_served_after() -> None:
+    clients = 30
+    server = subprocess.Popen([sys.executable, "-c", _FD_STARVED_SERVER, "20"], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            connect_s = list(pool.map(_get, [port] * clients))  # each asserts its 200
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert len(connect_s) == clients
+    assert "http accept paused for 1.0 s" in errors
+    assert "Traceback" not in errors and "Exception in callback" not in errors
