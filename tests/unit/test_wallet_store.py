@@ -372,3 +372,58 @@ def test_due_hold_names_its_expiry_and_the_command_that_placed_it(store: Partiti
     store.stage(released, placed_again, "place-2", NOW_MS, "fp")
     store.apply()
     assert list(store.due_holds(NOW_MS, 10)) == [("w1", "h1", NOW_MS, "place-2")]
+
+
+# ---------------------------------------------------------------- a batch sealed while the next is decided
+
+
+def test_the_next_batch_is_decided_on_the_sealed_one_and_only_applied_batches_are_committed(
+        stores: OpenStores, store_path: Path) -> None:
+    store = stores.open_at(store_path)
+    first = wallet(balance_minor=100, version=1)
+    store.stage(None, first, "c1", NOW_MS, "f1", b"outcome-1")
+    store.track_sums({"EUR": 30}, 1)
+    sealed = store.seal()
+    sealed.events_offset = 7
+
+    # The next batch sees the sealed one, as if it were committed; committed reads do not.
+    assert store.wallet("w1") == first and store.committed_wallet("w1") is None
+    assert store.seen_command("c1") == f"{NOW_MS}:f1" and store.first_outcome("c1") == b"outcome-1"
+    assert store.gauges() == {"in_transit": {"EUR": 30}, "holds_open": 1}
+    assert store.committed_gauges() == {"in_transit": {}, "holds_open": 0}
+    second = replace(first, balance_minor=150, version=2)
+    store.stage(first, second, "c2", NOW_MS + 1, "f2", b"outcome-2")
+    store.track_sums({"EUR": -30}, 0)
+    assert store.wallet("w1") == second
+
+    store.apply_sealed()  # the first batch's transaction committed
+    assert store.committed_wallet("w1") == first and store.events_offset == 7
+    assert store.committed_gauges() == {"in_transit": {"EUR": 30}, "holds_open": 1}
+    assert store.wallet("w1") == second and store.gauges() == {"in_transit": {"EUR": 0}, "holds_open": 1}
+
+    store.seal()
+    store.apply_sealed()
+    reopened = stores.reopen(store, store_path)
+    assert reopened.wallet("w1") == second and reopened.seen_command("c2") == f"{NOW_MS + 1}:f2"
+    assert reopened.committed_gauges() == {"in_transit": {"EUR": 0}, "holds_open": 1}
+
+
+def test_a_sealed_batch_is_never_written_by_apply_nor_sealed_over(store: PartitionStore) -> None:
+    store.stage(None, wallet(), "c1", NOW_MS, "f1")
+    store.seal()
+    store.stage(None, wallet("w2"), "c2", NOW_MS, "f2")
+    with pytest.raises(RuntimeError, match="apply_sealed"):
+        store.apply()
+    with pytest.raises(RuntimeError, match="not applied"):
+        store.seal()
+    assert store.committed_wallet("w1") is None and store.committed_wallet("w2") is None
+
+
+def test_discard_forgets_the_sealed_batch_and_the_one_decided_on_it(store: PartitionStore) -> None:
+    store.stage(None, wallet(), "c1", NOW_MS, "f1")
+    store.seal()
+    store.stage(None, wallet("w2"), "c2", NOW_MS, "f2")
+    store.discard()  # a transaction was fenced: the worker starts over from the committed state
+    assert store.wallet("w1") is None and store.wallet("w2") is None and store.seen_command("c1") is None
+    store.apply_sealed()  # nothing sealed any more: nothing written
+    assert store.committed_wallet("w1") is None
