@@ -20,7 +20,7 @@ def gauge_deltas(event: e.EventBase) -> tuple[int, int]:
 
 def forget_gauges(partition: int, store: PartitionStore) -> None:
     """Stop exporting a partition's figures (it moved: its new owner exports them, never both)."""
-    for currency in store.committed_gauges()["in_transit"]:
+    for currency in store.gauges()["in_transit"]:
         try:
             metrics.money_in_transit_minor.remove(str(partition), currency)
         except KeyError:
@@ -33,7 +33,7 @@ def forget_gauges(partition: int, store: PartitionStore) -> None:
 
 def publish_gauges(stores: Iterable[tuple[int, PartitionStore]]) -> None:
     for partition, store in stores:
-        figures = store.committed_gauges()
+        figures = store.gauges()
         for currency, amount_minor in figures["in_transit"].items():
             metrics.money_in_transit_minor.labels(str(partition), currency).set(amount_minor)
         metrics.holds_open.labels(str(partition)).set(figures["holds_open"])

@@ -125,7 +125,6 @@ class PartitionHandover:
         log.info("rebalance started", extra={"member": self.member_name, "deciding": sorted(self.stores),
                                              "catching_up": sorted(set(self.producers) - set(self.stores))})
         async with self._lock:  # the batch in flight commits (or fails) first
-            await self.batch_committed()
             await self._stop_catch_up()
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -160,7 +159,6 @@ class PartitionHandover:
         log.info("assignment received", extra={"member": self.member_name, "kept": sorted(kept), "new": new,
                                                "released": sorted(released)})
         async with self._lock:
-            await self.batch_committed()  # (the revoke waited for it already)
             stopping = [self.producers.pop(partition) for partition in sorted(released)]
             await asyncio.gather(*(producer.stop() for producer in stopping))
             started = await asyncio.gather(*(self._partition_producer(partition) for partition in new))

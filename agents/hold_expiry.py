@@ -30,10 +30,6 @@ class HoldExpiry:
         self._requested: set[str] = set()
         self._next_scan_s = 0.0
 
-    def due(self, monotonic_s: float) -> bool:
-        """Whether `due_releases` at `monotonic_s` would scan."""
-        return monotonic_s >= self._next_scan_s
-
     def due_releases(self, stores: Iterable[PartitionStore], now_ms: int, monotonic_s: float) -> list[c.ReleaseHold]:
         """Release commands for holds whose expiry is at or before `now_ms` (processor clock, ms)."""
         if monotonic_s < self._next_scan_s:

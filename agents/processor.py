@@ -20,11 +20,8 @@ Handover (agents/handover.py): on revoke, the batch in flight finishes; on assig
 generation before go on with their producer and store, partitions given away stop their producer (the store
 stays open as a warm standby, agents/standby.py), and each new partition is paused, fenced, and caught up to
 the committed end of `wallet.events` by a task of its own (agents/restore.py) before its first command.
-Transactions of different partitions commit in parallel, and the next batch is decided while the previous
-one commits: it is decided on top of the previous batch's sealed changes, and its transactions begin only
-once the previous ones committed (`_process`), so a partition's transactions still follow one another. State
-lives in `tables.wallet_store.PartitionStore` (RocksDB), written only after the commit; its changelog is the
-event log itself. Should a commit fail, the worker exits, and the batch decided on top of it with it.
+Transactions of different partitions commit in parallel. State lives in `tables.wallet_store.PartitionStore`
+(RocksDB), written only after the commit; its changelog is the event log itself.
 
 Per batch the work is: decode, validate, dedupe, decide/evolve in memory (agents/deciding.py), then one send
 per output and one RocksDB write batch per partition: no per-command store round trip, one write per
@@ -113,7 +110,6 @@ class Processor(PartitionHandover):
         self._revoked_in_generation = self._held_in_generation = -1  # group generations (agents/handover.py)
         self._catch_up: asyncio.Task | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self._committing: asyncio.Task | None = None  # the previous batch's commit, while the next is decided
 
     def batch_applied(self) -> asyncio.Event:
         """An event set when the next batch's state is committed to the stores (for strong reads)."""
@@ -198,16 +194,13 @@ class Processor(PartitionHandover):
             await self.commands.ensure(record.value for records in batch.values() for record in records)
             await self._settled.wait()  # a rebalance in progress: nothing is decided until it is in place
             async with self._lock:
-                monotonic_s = time.monotonic()
-                if self._hold_expiry.due(monotonic_s) or self._retention.due(monotonic_s):
-                    await self.batch_committed()  # the scans read the stores' committed state
                 # A rebalance while the batch waited (for the registry, the rebalance or the lock) set every
                 # position again from committed offsets (eager protocol): the records come again, from this
                 # worker or a new owner. Processing them now would write their dead letters and forwards twice.
                 if generation != self.generation or not self._settled.is_set():
                     continue
                 batch = self._deciding(consumer, batch)
-                now_ms = self._now_ms()
+                now_ms, monotonic_s = self._now_ms(), time.monotonic()
                 releases = self._hold_expiry.due_releases(self.stores.values(), now_ms, monotonic_s)
                 metrics.holds_expired_total.inc(len(releases))
                 self._retention.maybe_sweep(self.stores.values(), now_ms, monotonic_s)
@@ -238,12 +231,6 @@ class Processor(PartitionHandover):
 
     # ------------------------------------------------------------ one batch, one transaction per partition
 
-    async def batch_committed(self) -> None:
-        """Wait until the batch in flight, if any, committed and is in the stores (its fault is raised here)."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
-
     async def _process(self, batch: dict, releases: list) -> None:
         started = time.perf_counter()
         now_ms = self._now_ms()
@@ -267,18 +254,7 @@ class Processor(PartitionHandover):
             offsets.setdefault(tp.partition, {})[tp] = records[-1].offset + 1
             size += len(records)
         decide_done = time.perf_counter()
-        # The previous batch's transactions commit before this one's begin (their order in every output
-        # partition); this batch was decided on their sealed changes meanwhile.
-        await self.batch_committed()
-        sealed = {partition: (self.stores[partition], self.stores[partition].seal()) for partition in sends}
-        self._committing = self._tasks.create_task(
-            self._commit_batch(sends, offsets, sealed, decided, outcomes, size, started, decide_done), name="commit")
-
-    async def _commit_batch(self, sends: dict[int, list[Send]], offsets: dict[int, dict[TopicPartition, int]],
-                            sealed: dict, decided: list[int], outcomes: Tally, size: int, started: float,
-                            decide_done: float) -> None:
-        """Commit a decided batch: one transaction per partition, in parallel; then the stores and metrics."""
-        await asyncio.gather(*(self._commit(partition, out, offsets.get(partition, {}), *sealed[partition])
+        await asyncio.gather(*(self._commit(partition, out, offsets.get(partition, {}))
                                for partition, out in sends.items()))
         self._announce_applied()
         publish_gauges(self.stores.items())
@@ -292,11 +268,10 @@ class Processor(PartitionHandover):
         metrics.processor_decide_seconds.observe(decide_done - started)
         metrics.processor_batch_seconds.observe(time.perf_counter() - started)
 
-    async def _commit(self, partition: int, sends: list[Send], offsets: dict[TopicPartition, int],
-                      store: PartitionStore, sealed) -> None:
-        """One transaction of `partition`'s producer: its outputs and its input offsets; then the `sealed`
-        changes (tables.wallet_store.BatchChanges) into its `store`."""
+    async def _commit(self, partition: int, sends: list[Send], offsets: dict[TopicPartition, int]) -> None:
+        """One transaction of `partition`'s producer: its outputs and its input offsets; then its store."""
         producer = self.producers[partition].next()
+        store = self.stores[partition]
         try:
             await producer.begin_transaction()
             batches = RecordBatches(producer)
@@ -319,8 +294,8 @@ class Processor(PartitionHandover):
         # The batches are delivered: a commit waits for every record of the transaction.
         for (topic, target), offset in batches.last_offsets().items():
             if topic == self.settings.events_topic and target == partition:
-                sealed.events_offset = offset + 1
-        store.apply_sealed()
+                store.changes.events_offset = offset + 1
+        store.apply()
         self.committed.update(offsets)
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,

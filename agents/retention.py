@@ -23,10 +23,6 @@ class RetentionSweep:
         self.interval_s = interval_s
         self._next_sweep_s = 0.0
 
-    def due(self, monotonic_s: float) -> bool:
-        """Whether `maybe_sweep` at `monotonic_s` would sweep."""
-        return monotonic_s >= self._next_sweep_s
-
     def maybe_sweep(self, stores: Iterable[PartitionStore], now_ms: int, monotonic_s: float) -> int:
         """Stage the removal of ids first decided more than `retention_s` before `now_ms`; the number staged."""
         if monotonic_s < self._next_sweep_s:

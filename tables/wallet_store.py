@@ -94,10 +94,7 @@ class BatchChanges:
 
 
 class PartitionStore:
-    """Committed state of one partition, with read-through overlays for the batch being decided (`changes`)
-    and for the batch before it while its transaction commits (`seal`, `apply_sealed`): the processor decides
-    the next batch while the previous one commits (agents/processor.py). Reads look at the batch being
-    decided, then the sealed one, then the committed state."""
+    """Committed state of one partition, with a read-through overlay for the batch being decided."""
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -108,7 +105,6 @@ class PartitionStore:
         options.set_block_based_table_factory(tables)
         self._db = Rdict(str(path), options)
         self.changes = BatchChanges()
-        self._sealed: BatchChanges | None = None  # decided, its transaction committing
         self._cache: dict[str, WalletState] = {}  # committed states only (filled on read and on apply)
 
     def close(self) -> None:
@@ -117,11 +113,7 @@ class PartitionStore:
     # ------------------------------------------------------------ reads (overlay first)
 
     def wallet(self, wallet_id: str) -> WalletState | None:
-        found = self.changes.wallets.get(wallet_id)
-        if found is None and self._sealed is not None:
-            found = self._sealed.wallets.get(wallet_id)
-        if found is None:
-            found = self._cache.get(wallet_id)
+        found = self.changes.wallets.get(wallet_id) or self._cache.get(wallet_id)
         if found is not None:
             return found
         raw = self._db.get(b"w/" + wallet_id.encode())
@@ -147,8 +139,6 @@ class PartitionStore:
     def seen_command(self, command_id: str) -> str | None:
         """`"<decided_at_ms>:<fingerprint>"` of a command already decided, or None."""
         found = self.changes.commands.get(command_id)
-        if found is None and self._sealed is not None:
-            found = self._sealed.commands.get(command_id)
         if found is not None:
             return f"{found[0]}:{found[1]}"
         raw = self._db.get(b"c/" + command_id.encode())
@@ -157,8 +147,6 @@ class PartitionStore:
     def first_outcome(self, command_id: str) -> bytes | None:
         """The outcome event (wire bytes) of a command already decided, or None when not kept."""
         found = self.changes.outcomes.get(command_id)
-        if found is None and self._sealed is not None:
-            found = self._sealed.outcomes.get(command_id)
         if found is not None:
             return found
         raw = self._db.get(b"c/" + command_id.encode())
@@ -203,12 +191,6 @@ class PartitionStore:
         """{"in_transit": {currency: minor units}, "holds_open": count} after the staged batch."""
         if self.changes.gauges is not None:
             return self.changes.gauges
-        if self._sealed is not None and self._sealed.gauges is not None:
-            return self._sealed.gauges
-        return self.committed_gauges()
-
-    def committed_gauges(self) -> dict:
-        """The partition's figures as of the last committed batch (what the gauges export)."""
         raw = self._db.get(_GAUGES)
         return json.loads(raw) if raw is not None else {"in_transit": {}, "holds_open": 0}
 
@@ -229,33 +211,12 @@ class PartitionStore:
         self.changes.gauges = {"in_transit": in_transit, "holds_open": gauges["holds_open"] + holds_open_delta}
 
     def discard(self) -> None:
-        """Forget the staged and the sealed batch (a transaction aborted: the worker starts over)."""
+        """Forget the staged batch (its transaction aborted)."""
         self.changes = BatchChanges()
-        self._sealed = None
 
     def apply(self) -> None:
-        """Write the staged batch and its offset marker atomically (after the Kafka commit). Only with no
-        sealed batch: a sealed one is written first, by `apply_sealed`."""
-        if self._sealed is not None:
-            raise RuntimeError("a sealed batch is committing: apply_sealed() writes it first")
+        """Write the staged batch and its offset marker atomically (after the Kafka commit)."""
         changes, self.changes = self.changes, BatchChanges()
-        self._write(changes)
-
-    def seal(self) -> BatchChanges:
-        """Hand the staged batch to its transaction: the next batch is staged on top of it, and reads see it
-        until `apply_sealed` writes it. One batch at a time: the previous must have been applied."""
-        if self._sealed is not None:
-            raise RuntimeError("the previous sealed batch was not applied")
-        self._sealed, self.changes = self.changes, BatchChanges()
-        return self._sealed
-
-    def apply_sealed(self) -> None:
-        """Write the sealed batch (its transaction committed) and its offset marker atomically."""
-        sealed, self._sealed = self._sealed, None
-        if sealed is not None:
-            self._write(sealed)
-
-    def _write(self, changes: BatchChanges) -> None:
         if not changes:
             return
         batch = WriteBatch(raw_mode=True)
