@@ -60,7 +60,11 @@ class BurstAcceptSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        self._socket = socket.create_server((self._host, self._port), backlog=self._backlog)
+        # The host's first address (IPv4 or IPv6, e.g. "0.0.0.0", "::", "127.0.0.1"); a name that resolves to
+        # several is bound on the first only.
+        family, _, _, _, address = (await asyncio.get_running_loop().getaddrinfo(
+            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))[0]
+        self._socket = socket.create_server(address, family=family, backlog=self._backlog)
         self._socket.setblocking(False)
         asyncio.get_running_loop().add_reader(self._socket.fileno(), self._accept_burst)
 

@@ -138,6 +138,24 @@ def test_stop_refuses_new_connections_and_the_runner_closes_open_ones() -> None:
     assert refused_and_closed
 
 
+@pytest.mark.parametrize("host, client_host", [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::1", "::1")])
+def test_the_site_listens_on_ipv4_and_ipv6_hosts(host: str, client_host: str) -> None:
+    async def scenario() -> bytes:
+        runner = await _runner()
+        site = BurstAcceptSite(runner, host, 0, backlog=16, accept_burst_max=16)
+        await site.start()
+        try:
+            reader, writer = await asyncio.open_connection(client_host, site.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return answer
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()).startswith(b"HTTP/1.1 200")
+
+
 def test_a_burst_below_one_is_refused() -> None:
     async def scenario() -> None:
         runner = await _runner()
