@@ -11,6 +11,11 @@ for `--rounds` rounds on a fresh topic of the local broker (loopback; deleted at
 processor's own `start_transaction_slots`. Per transaction: `--records` records of 200 bytes to one partition
 and an offset commit. Prints milliseconds per transaction (p50, p90, p99 of each configuration, the first 10
 of each loop left out as warm-up) and the ratio of the p50s.
+
+A third loop, 2 slots without the offset commit (`send_offsets_to_transaction`: AddOffsetsToTxn and
+TxnOffsetCommit, two round trips to the group coordinator), measures what committing the input offsets through
+the group costs a transaction: what a processor that kept its input offsets in a record of its own
+transaction would save (docs/BENCHMARKS.md, Processor, seventh session).
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ VALUE_BYTES = 200
 LOOP_TIMEOUT_S = 300.0
 
 
-async def _loop(settings: Settings, topic: str, slots_used: int, transactions: int, records: int) -> list[float]:
-    """Milliseconds of each of `transactions` back-to-back transactions on `slots_used` slots."""
+async def _loop(settings: Settings, topic: str, slots_used: int, transactions: int, records: int,
+                offsets: bool = True) -> list[float]:
+    """Milliseconds of each of `transactions` back-to-back transactions on `slots_used` slots (with an offset
+    commit in each when `offsets`)."""
     tag = f"bench-slots-{uuid.uuid4().hex[:6]}"
     slots = await start_transaction_slots(
         dataclasses.replace(settings, app_id=tag, processor_transaction_slots=slots_used), 0)
@@ -55,7 +62,8 @@ async def _loop(settings: Settings, topic: str, slots_used: int, transactions: i
                 batch.append(key=b"k%d" % r, value=value, timestamp=None)
             batch.close()
             await producer.send_batch(batch, topic, partition=0)
-            await producer.send_offsets_to_transaction({TopicPartition(topic, 0): i + 1}, tag)
+            if offsets:
+                await producer.send_offsets_to_transaction({TopicPartition(topic, 0): i + 1}, tag)
             await producer.commit_transaction()
             times_ms.append((time.perf_counter() - started) * 1000)
     finally:
@@ -73,28 +81,31 @@ async def run(settings: Settings, transactions: int, records: int, rounds: int) 
     use_transaction_retry_backoff(settings.transaction_retry_backoff_ms)
     topic = f"bench-slots-{uuid.uuid4().hex[:6]}"
     _create_topics(settings, [topic])
-    times: dict[int, list[float]] = {1: [], 2: []}
+    loops = {"one_slot": (1, True), "two_slots": (2, True), "two_slots_no_offsets": (2, False)}
+    times: dict[str, list[float]] = {name: [] for name in loops}
     try:
         for round_ in range(rounds):
-            for slots_used in (1, 2):
-                measured = await asyncio.wait_for(_loop(settings, topic, slots_used, transactions, records),
-                                                  LOOP_TIMEOUT_S)
-                times[slots_used] += measured
-                print(f"round {round_ + 1}, {slots_used} slot(s): p50 {statistics.median(measured):.1f} ms",
-                      flush=True)
+            for name, (slots_used, offsets) in loops.items():
+                measured = await asyncio.wait_for(
+                    _loop(settings, topic, slots_used, transactions, records, offsets), LOOP_TIMEOUT_S)
+                times[name] += measured
+                print(f"round {round_ + 1}, {name}: p50 {statistics.median(measured):.1f} ms", flush=True)
     finally:
         _delete_topics(settings, [topic])
-    one, two = _quantiles(times[1]), _quantiles(times[2])
+    quantiles = {name: _quantiles(values) for name, values in times.items()}
     return {"transactions": transactions, "records": records, "rounds": rounds,
-            **{f"one_slot_{k}": v for k, v in one.items()}, **{f"two_slots_{k}": v for k, v in two.items()},
-            "p50_one_to_two": round(one["p50_ms"] / two["p50_ms"], 2)}
+            **{f"{name}_{k}": v for name, figures in quantiles.items() for k, v in figures.items()},
+            "p50_one_to_two": round(quantiles["one_slot"]["p50_ms"] / quantiles["two_slots"]["p50_ms"], 2),
+            "p50_offsets_share": round(1 - quantiles["two_slots_no_offsets"]["p50_ms"]
+                                       / quantiles["two_slots"]["p50_ms"], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.transaction_slots")
     parser.add_argument("--transactions", type=int, default=TRANSACTIONS_DEFAULT, help="transactions per loop")
     parser.add_argument("--records", type=int, default=RECORDS_DEFAULT, help="records per transaction")
-    parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT, help="alternating rounds of 1 and 2 slots")
+    parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT,
+                        help="alternating rounds of 1 slot, 2 slots, and 2 slots without the offset commit")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     result = asyncio.run(run(Settings.from_env(), args.transactions, args.records, args.rounds))
@@ -102,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
           f"  p50 {result['one_slot_p50_ms']} / {result['two_slots_p50_ms']}, "
           f"p90 {result['one_slot_p90_ms']} / {result['two_slots_p90_ms']}, "
           f"p99 {result['one_slot_p99_ms']} / {result['two_slots_p99_ms']}; "
-          f"p50 ratio {result['p50_one_to_two']}")
+          f"p50 ratio {result['p50_one_to_two']}\n"
+          f"2 slots without the offset commit: p50 {result['two_slots_no_offsets_p50_ms']}, "
+          f"p90 {result['two_slots_no_offsets_p90_ms']}, p99 {result['two_slots_no_offsets_p99_ms']}; "
+          f"the offset commit is {result['p50_offsets_share']:.0%} of a transaction's p50")
     if args.json:
         print(json.dumps(result))
     return 0
