@@ -12,7 +12,8 @@ set. Neither callback sends a heartbeat while the assign callback runs, so both 
   fences the previous owner and settles its open transaction. The catch-up of the new partitions' stores to
   the end of `wallet.events` runs as a task after the callback (agents/restore.py; optionally a store far
   behind is first replayed in a child process, agents/restore_process.py); each partition is
-  resumed, from the input offsets committed after the fence, once its store is there. Meanwhile heartbeats
+  resumed, from the input positions committed after the fence (agents/input_positions.py), once its store is
+there. Meanwhile heartbeats
   go on, the other partitions keep deciding, and strong reads of it answer 421 (not caught up).
 "Held in the generation just before" means the group generation now is the one this member last held its
 partitions in plus one: had the member been dropped, or a generation passed without it, another worker may
@@ -32,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from app import metrics
 from agents.gauges import forget_gauges, publish_gauges
+from agents.input_positions import read_positions
 from agents.membership import MemberInfo, Plan
 from agents.restore import catch_up
 from agents.restore_process import restore_far_behind
@@ -173,8 +175,15 @@ class PartitionHandover:
 
     async def _catch_up_run(self, partitions: set[int]) -> None:
         """Catch the stores of `partitions` up and resume each one as it gets there (a task of its own)."""
-        # Read after the fence: the previous owner's last transaction, offsets included, is settled.
-        committed = {tp: await self._consumer.committed(tp) for tp in self._input_partitions(partitions)}
+        # Read after the fence: the previous owner's last transaction, its positions record included, is
+        # settled. The group's offsets only for a partition with no record yet (written before that topic).
+        committed: dict[TopicPartition, int | None] = {}
+        if self._positions_in_transaction:
+            committed.update(await read_positions(self._restore_consumer, self.settings.processor_offsets_topic,
+                                                  partitions))
+        for tp in self._input_partitions(partitions):
+            if tp not in committed:
+                committed[tp] = await self._consumer.committed(tp)
 
         async def caught_up(partition: int) -> None:
             async with self._lock:

@@ -12,7 +12,9 @@ transaction that holds, atomically:
 - commands that arrived on a partition that is not their wallet's, forwarded to their wallet's partition
   in the order they arrived (`_decide_one`),
 - poison messages to `wallet.commands.dlq` and answers to web requests (agents/dead_letters.py),
-- the consumed offsets of both input topics for that partition.
+- the consumed offsets of both input topics for that partition, as a record of `processor_offsets_topic`
+  (agents/input_positions.py: one produced record, where the group coordinator's offset commit took two
+  round trips; the group's offsets are written after the commit, outside it, for lag tools).
 The partition's new owner starts the partition's producer before anything else: that fences the previous
 owner (a crashed, paused or partitioned zombie) and aborts its open transaction, so nothing it does later
 is seen by read_committed readers; its next commit fails and it exits (`ProducerFenced`).
@@ -54,6 +56,7 @@ from agents.deciding import decide_command, young_collections
 from agents.dead_letters import dead_letter, reply
 from agents.gauges import publish_gauges, report_lag
 from agents.handover import PartitionHandover, Rebalance, open_local_stores
+from agents.input_positions import GroupOffsets, encode_positions, position_key
 from agents.hold_expiry import HoldExpiry
 from agents.membership import Plan, assignor_for
 from agents.retention import RetentionSweep
@@ -110,6 +113,9 @@ class Processor(PartitionHandover):
         self._revoked_in_generation = self._held_in_generation = -1  # group generations (agents/handover.py)
         self._catch_up: asyncio.Task | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        # exactly_once: input positions are a record of each transaction (agents/input_positions.py); the
+        # at-least-once demonstration commits them through the group after its sends, as before.
+        self._positions_in_transaction = settings.processing_guarantee == "exactly_once"
 
     def batch_applied(self) -> asyncio.Event:
         """An event set when the next batch's state is committed to the stores (for strong reads)."""
@@ -145,6 +151,8 @@ class Processor(PartitionHandover):
             group_instance_id=self.member_name if self.settings.processor_static_membership else None))
         self._restore_consumer = AIOKafkaConsumer(**consumer_options(self.settings, None))
         self._consumer = consumer
+        self._group_offsets = GroupOffsets(consumer, lambda coroutine: self._tasks.create_task(
+            coroutine, name="group-offsets"))
         # at_least_once (the crash test's demonstration only): one plain producer, offsets committed after.
         self._shared_producer = AIOKafkaProducer(**producer_options(self.settings))
         try:
@@ -284,8 +292,15 @@ class Processor(PartitionHandover):
                 if self._sends_total == self.settings.fault_kill_after_sends:
                     await batches.submit()
                     await self._die_mid_batch(producer)
-            await batches.submit()
+            positions = {}
             if offsets:
+                positions = {**{tp: offset for tp, offset in self.committed.items() if tp.partition == partition},
+                             **offsets}
+                if self._positions_in_transaction:
+                    await batches.add(self.settings.processor_offsets_topic, partition, position_key(partition),
+                                      encode_positions(positions), [])
+            await batches.submit()
+            if offsets and not self._positions_in_transaction:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
         except ProducerFenced as exc:
@@ -297,6 +312,8 @@ class Processor(PartitionHandover):
                 store.changes.events_offset = offset + 1
         store.apply()
         self.committed.update(offsets)
+        if positions and self._positions_in_transaction:
+            self._group_offsets.note(positions)
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,
                     now_ms: int, sends: list[Send], decided: list[int], outcomes: Tally) -> None:

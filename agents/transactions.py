@@ -13,10 +13,11 @@ next one, while the previous one's markers are written. What keeps this exactly-
 - **Order.** A partition's transaction starts only after the previous one's commit was acknowledged (the
   processor commits a partition's batches one after another), so its records follow the previous ones in
   every output partition, and read_committed readers see them in that order.
-- **Input offsets never go back.** Each transaction commits the offsets after its batch. The group
-  coordinator keeps, of two committed transactional offset commits, the one appended to its log last
-  (Kafka 4's OffsetMetadataManager, like the older GroupMetadata, compares their records' log offsets),
-  whatever order the markers arrive in.
+- **Input offsets never go back.** Each transaction writes the input positions after its batch as a record
+  of the partition's positions topic (agents/input_positions.py), and a new owner reads the last committed
+  one back. A transaction's record follows the previous transaction's in that partition, since it begins
+  only after the previous commit was acknowledged, whatever order the markers arrive in. (The at-least-once
+  mode commits through the group, whose coordinator likewise keeps the commit appended last.)
 - **Fencing.** Starting a transactional producer (InitProducerId) fences the id's previous holder and
   settles its open transaction. A new owner fences every id a partition's owner may have used,
   `PROCESSOR_TRANSACTION_SLOTS_MAX` of them, whatever its own setting is: it starts the ones it uses and stops

@@ -81,6 +81,9 @@ class Settings:
     commands_topic: str = "wallet.commands"
     transfer_legs_topic: str = "wallet.transfer-legs"
     events_topic: str = "wallet.events"
+    # The processor's input positions, one record per partition per transaction (agents/input_positions.py):
+    # compacted, co-partitioned with the input topics.
+    processor_offsets_topic: str = "wallet.processor-offsets"
     dlq_topic: str = "wallet.commands.dlq"
     # Events of events_topic a sink's store refused to hold (each with the sink and the store's reason).
     sink_dlq_topic: str = "wallet.events.sink-dlq"

@@ -9,6 +9,8 @@ from app.settings import Settings
 
 # Wait for topic metadata at start-up; the broker answers in milliseconds when it is up.
 ADMIN_TIMEOUT_S = 15.0
+# Segment size of the processor's positions topic: the active segment is never compacted.
+POSITIONS_SEGMENT_BYTES = 64 * 1024 * 1024
 
 
 class PartitionCountMismatch(FoundationError, RuntimeError):
@@ -39,6 +41,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.transfer_legs_topic, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
         # The source of truth: kept forever, read with read_committed.
         TopicSpec(settings.events_topic, forever),
+        # The processor's input positions: only the last committed record of each partition matters. Small
+        # segments, so compaction keeps it small (a record per partition per transaction).
+        TopicSpec(settings.processor_offsets_topic, {"cleanup.policy": "compact",
+                                                     "segment.bytes": str(POSITIONS_SEGMENT_BYTES)}),
         # Poison is kept until an operator re-drives or discards it.
         TopicSpec(settings.dlq_topic, forever, copartitioned=False),
         # Events a sink's store refused, kept until an operator has fixed the cause and rebuilt the read model.

@@ -1,0 +1,86 @@
+"""The processor's input positions are a record of its own transactions (agents/input_positions.py): a new
+owner resumes from the last committed one, whatever the group's offsets say; the group's offsets follow
+the transactions, for lag tools."""
+
+from __future__ import annotations
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from app.domain import commands as c
+from app.kafka import partition_for
+from tests.conftest import prepare_topics
+from tests.harness import Ledger, WorkerProcess, isolated_settings, new_id, now_ms, read_topic, wait_for_async
+
+WAIT_S = 90
+POISON_PER_PARTITION = 3
+
+
+def _wallet_per_partition(partitions: int) -> list[str]:
+    """One new wallet id on each partition."""
+    found: dict[int, str] = {}
+    while len(found) < partitions:
+        wallet_id = new_id("ip")
+        found.setdefault(partition_for(wallet_id.encode(), partitions), wallet_id)
+    return [found[p] for p in range(partitions)]
+
+
+def _group_offsets(settings, admin: AdminClient) -> dict[int, int]:
+    group = f"{settings.app_id}-processor"
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
+    return {tp.partition: tp.offset for tp in listed.topic_partitions if tp.topic == settings.commands_topic}
+
+
+async def test_a_new_owner_resumes_from_the_positions_record_though_the_groups_offsets_went_back(stack):
+    settings = prepare_topics(isolated_settings(stack, "positions"))
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    wallets = _wallet_per_partition(settings.partitions)
+    first = WorkerProcess(settings, ["processor"], instance=0).start()
+    async with Ledger(settings) as ledger:
+        opens = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=now_ms(), owner_id="o",
+                              currency="EUR") for w in wallets]
+        await ledger.send(*opens)
+        for wallet_id in wallets:
+            for _ in range(POISON_PER_PARTITION):
+                await ledger.send_raw(wallet_id.encode(), b"not an avro command")
+        poison = POISON_PER_PARTITION * len(wallets)
+
+        async def dead_letters(expected: int):
+            letters = await read_topic(settings, settings.dlq_topic)
+            return letters if len(letters) >= expected else None
+
+        await wait_for_async(lambda: dead_letters(poison), WAIT_S, "the poison in the DLQ")
+        ends = {p: 1 + POISON_PER_PARTITION for p in range(settings.partitions)}  # an open and the poison each
+
+        # The group's offsets follow the transactions (committed after each one, for lag tools).
+        async def group_caught_up():
+            offsets = _group_offsets(settings, admin)
+            return offsets if all(offsets.get(p, -1) >= end for p, end in ends.items()) else None
+
+        await wait_for_async(group_caught_up, WAIT_S, "the group's offsets to reach the end of the commands")
+        assert first.stop() == 0
+
+        # Someone rewinds the group's offsets to the start (an operator's reset, a tool's mistake).
+        group = f"{settings.app_id}-processor"
+        rewound = [TopicPartition(topic, p, 0) for topic in (settings.commands_topic, settings.transfer_legs_topic)
+                   for p in range(settings.partitions)]
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, rewound)])[group].result()
+        assert set(_group_offsets(settings, admin).values()) == {0}
+
+        # A worker with an empty state folder takes every partition over and decides one more command on
+        # each: commands of one partition are decided in order, so each answer means everything before it
+        # on its partition was read again or, rightly, not.
+        second = WorkerProcess(settings, ["processor"], instance=1).start()
+        probes = [c.Deposit(command_id=f"probe-{w}", wallet_id=w, timestamp_ms=now_ms(), amount_minor=100,
+                            currency="EUR") for w in wallets]
+        await ledger.send(*probes)
+
+        async def probes_decided():
+            events = await ledger.read_all(settings.events_topic)
+            return events if {p.command_id for p in probes} <= {ev.command_id for ev in events} else None
+
+        events = await wait_for_async(probes_decided, WAIT_S, "the probes' outcomes")
+        letters = await read_topic(settings, settings.dlq_topic)
+    assert second.stop() == 0
+    assert len(letters) == poison, f"{len(letters) - poison} poison message(s) dead-lettered again"
+    assert sorted(ev.command_id for ev in events) == sorted(cmd.command_id for cmd in opens + probes)
