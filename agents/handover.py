@@ -128,6 +128,8 @@ class PartitionHandover:
                                              "catching_up": sorted(set(self.producers) - set(self.stores))})
         async with self._lock:  # the batch in flight commits (or fails) first
             await self._stop_catch_up()
+            if self._positions_in_transaction:
+                await self._group_offsets.flush()  # the next owner may be a worker of the release before
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         # Still unsettled since the revoke (aiokafka always calls it first). Not a new generation of batches:
@@ -176,14 +178,18 @@ class PartitionHandover:
     async def _catch_up_run(self, partitions: set[int]) -> None:
         """Catch the stores of `partitions` up and resume each one as it gets there (a task of its own)."""
         # Read after the fence: the previous owner's last transaction, its positions record included, is
-        # settled. The group's offsets only for a partition with no record yet (written before that topic).
+        # settled. The group's offsets win where they are later: a worker of a release before the positions
+        # record committed through the group (a rolling upgrade), or an operator skipped commands. They are
+        # never later than what was decided: this release commits them only after its transactions.
         committed: dict[TopicPartition, int | None] = {}
         if self._positions_in_transaction:
             committed.update(await read_positions(self._restore_consumer, self.settings.processor_offsets_topic,
                                                   partitions))
         for tp in self._input_partitions(partitions):
-            if tp not in committed:
-                committed[tp] = await self._consumer.committed(tp)
+            group = await self._consumer.committed(tp)
+            if group is not None and (committed.get(tp) is None or group > committed[tp]):
+                committed[tp] = group
+            committed.setdefault(tp, None)
 
         async def caught_up(partition: int) -> None:
             async with self._lock:

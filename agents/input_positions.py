@@ -9,9 +9,11 @@ record back once it holds the partition's fence (`read_positions`): the fence se
 open transaction, so that record is the last word.
 
 The group's committed offsets are still written, after each transaction and outside it (`GroupOffsets`), for
-lag tools (`kafka-consumer-groups`, `wallet bench failover`). They are read only for a partition whose record
-is missing: a deployment from before this topic existed. The at-least-once demonstration mode keeps
-committing through the group (agents/transactions.py, AtLeastOnce).
+lag tools (`kafka-consumer-groups`, `wallet bench failover`), and flushed when partitions are revoked. A new
+owner takes them where they are later than the record: a worker of the release before this one committed
+through the group (a rolling upgrade), or an operator skipped commands. They are never later than what
+was decided, since they are committed only after the transactions. The at-least-once demonstration mode
+keeps committing through the group (agents/transactions.py, AtLeastOnce).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ log = logging.getLogger("wallet.processor")
 READ_BACK_WINDOW_FIRST = 64
 # Bound of one fetch while reading positions back.
 READ_BACK_FETCH_WAIT_MS = 200
+# How long a revoke waits for the group's offsets to be committed before it lets the partitions go anyway
+# (a rebalance callback must stay short; the offsets only matter to a worker of the release before).
+GROUP_OFFSETS_FLUSH_TIMEOUT_S = 5.0
 
 
 def position_key(partition: int) -> bytes:
@@ -103,6 +108,17 @@ class GroupOffsets:
         self._waiting.update(positions)
         if self._task is None or self._task.done():
             self._task = self._spawn(self._commit())
+
+    async def flush(self) -> None:
+        """Wait (at most GROUP_OFFSETS_FLUSH_TIMEOUT_S) until the positions noted so far were committed or
+        refused."""
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), GROUP_OFFSETS_FLUSH_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("group offsets not committed before the revoke", extra={
+                    "timeout_s": GROUP_OFFSETS_FLUSH_TIMEOUT_S})
 
     async def _commit(self) -> None:
         while self._waiting:

@@ -84,3 +84,46 @@ async def test_a_new_owner_resumes_from_the_positions_record_though_the_groups_o
     assert second.stop() == 0
     assert len(letters) == poison, f"{len(letters) - poison} poison message(s) dead-lettered again"
     assert sorted(ev.command_id for ev in events) == sorted(cmd.command_id for cmd in opens + probes)
+
+
+async def test_group_offsets_later_than_the_positions_record_win_as_an_earlier_release_left_them(stack):
+    """A worker of the release before the positions record committed through the group only: where the group's
+    offsets are later than the record, the new owner goes on from them and does not decide those commands
+    again."""
+    settings = prepare_topics(isolated_settings(stack, "positions-ahead"))
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    wallets = _wallet_per_partition(settings.partitions)
+    first = WorkerProcess(settings, ["processor"], instance=0).start()
+    async with Ledger(settings) as ledger:
+        opens = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=now_ms(), owner_id="o",
+                              currency="EUR") for w in wallets]
+        await ledger.send(*opens)
+
+        async def opened():
+            events = await ledger.read_all(settings.events_topic)
+            return events if len(events) >= len(opens) else None
+
+        await wait_for_async(opened, WAIT_S, "the wallets opened")
+        assert first.stop() == 0
+        # Poison that the earlier release's worker "decided" (its offsets committed through the group only).
+        for wallet_id in wallets:
+            for _ in range(POISON_PER_PARTITION):
+                await ledger.send_raw(wallet_id.encode(), b"not an avro command")
+        group = f"{settings.app_id}-processor"
+        ahead = [TopicPartition(settings.commands_topic, p, 1 + POISON_PER_PARTITION)
+                 for p in range(settings.partitions)]
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, ahead)])[group].result()
+
+        second = WorkerProcess(settings, ["processor"], instance=1).start()
+        probes = [c.Deposit(command_id=f"probe-{w}", wallet_id=w, timestamp_ms=now_ms(), amount_minor=100,
+                            currency="EUR") for w in wallets]
+        await ledger.send(*probes)
+
+        async def probes_decided():
+            events = await ledger.read_all(settings.events_topic)
+            return events if {p.command_id for p in probes} <= {ev.command_id for ev in events} else None
+
+        await wait_for_async(probes_decided, WAIT_S, "the probes' outcomes")
+        letters = await read_topic(settings, settings.dlq_topic)
+    assert second.stop() == 0
+    assert letters == [], f"{len(letters)} command(s) before the group's offsets were decided again"
