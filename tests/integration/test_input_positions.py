@@ -4,6 +4,7 @@ the transactions, for lag tools."""
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -25,25 +26,60 @@ def _wallet_per_partition(partitions: int) -> list[str]:
     return [found[p] for p in range(partitions)]
 
 
+def _opens(wallets: list[str]) -> list[c.CommandBase]:
+    return [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=now_ms(), owner_id="o", currency="EUR")
+            for w in wallets]
+
+
+async def _send_poison(ledger: Ledger, wallets: list[str]) -> int:
+    """POISON_PER_PARTITION undecodable commands keyed by each wallet; how many were sent."""
+    for wallet_id in wallets:
+        for _ in range(POISON_PER_PARTITION):
+            await ledger.send_raw(wallet_id.encode(), b"not an avro command")
+    return POISON_PER_PARTITION * len(wallets)
+
+
+async def _probe(ledger: Ledger, wallets: list[str]) -> tuple[list[c.CommandBase], list]:
+    """One more deposit on each wallet (each partition), and every event once all of them were decided:
+    commands of one partition are decided in order, so each answer means everything before it on its
+    partition was read again or, rightly, not."""
+    probes = [c.Deposit(command_id=f"probe-{w}", wallet_id=w, timestamp_ms=now_ms(), amount_minor=100,
+                        currency="EUR") for w in wallets]
+    await ledger.send(*probes)
+
+    async def probes_decided():
+        events = await ledger.read_all(ledger.settings.events_topic)
+        return events if {p.command_id for p in probes} <= {ev.command_id for ev in events} else None
+
+    return probes, await wait_for_async(probes_decided, WAIT_S, "the probes' outcomes")
+
+
+def _set_group_offsets(settings, admin: AdminClient, offsets: list[TopicPartition]) -> None:
+    group = f"{settings.app_id}-processor"
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])[group].result()
+
+
 def _group_offsets(settings, admin: AdminClient) -> dict[int, int]:
     group = f"{settings.app_id}-processor"
     listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
     return {tp.partition: tp.offset for tp in listed.topic_partitions if tp.topic == settings.commands_topic}
 
 
-async def test_a_new_owner_resumes_from_the_positions_record_though_the_groups_offsets_went_back(stack):
+@pytest.fixture
+def namespace(stack) -> tuple:
+    """Settings of a namespace of its own, an admin client, and one new wallet id per partition."""
     settings = prepare_topics(isolated_settings(stack, "positions"))
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    wallets = _wallet_per_partition(settings.partitions)
+    return settings, AdminClient({"bootstrap.servers": settings.kafka_bootstrap}), \
+        _wallet_per_partition(settings.partitions)
+
+
+async def test_a_new_owner_resumes_from_the_positions_record_though_the_groups_offsets_went_back(namespace):
+    settings, admin, wallets = namespace
     first = WorkerProcess(settings, ["processor"], instance=0).start()
     async with Ledger(settings) as ledger:
-        opens = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=now_ms(), owner_id="o",
-                              currency="EUR") for w in wallets]
+        opens = _opens(wallets)
         await ledger.send(*opens)
-        for wallet_id in wallets:
-            for _ in range(POISON_PER_PARTITION):
-                await ledger.send_raw(wallet_id.encode(), b"not an avro command")
-        poison = POISON_PER_PARTITION * len(wallets)
+        poison = await _send_poison(ledger, wallets)
 
         async def dead_letters(expected: int):
             letters = await read_topic(settings, settings.dlq_topic)
@@ -61,42 +97,27 @@ async def test_a_new_owner_resumes_from_the_positions_record_though_the_groups_o
         assert first.stop() == 0
 
         # Someone rewinds the group's offsets to the start (an operator's reset, a tool's mistake).
-        group = f"{settings.app_id}-processor"
-        rewound = [TopicPartition(topic, p, 0) for topic in (settings.commands_topic, settings.transfer_legs_topic)
-                   for p in range(settings.partitions)]
-        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, rewound)])[group].result()
+        _set_group_offsets(settings, admin, [TopicPartition(topic, p, 0) for p in range(settings.partitions)
+                                             for topic in (settings.commands_topic, settings.transfer_legs_topic)])
         assert set(_group_offsets(settings, admin).values()) == {0}
 
-        # A worker with an empty state folder takes every partition over and decides one more command on
-        # each: commands of one partition are decided in order, so each answer means everything before it
-        # on its partition was read again or, rightly, not.
+        # A worker with an empty state folder takes every partition over and decides one more command on each.
         second = WorkerProcess(settings, ["processor"], instance=1).start()
-        probes = [c.Deposit(command_id=f"probe-{w}", wallet_id=w, timestamp_ms=now_ms(), amount_minor=100,
-                            currency="EUR") for w in wallets]
-        await ledger.send(*probes)
-
-        async def probes_decided():
-            events = await ledger.read_all(settings.events_topic)
-            return events if {p.command_id for p in probes} <= {ev.command_id for ev in events} else None
-
-        events = await wait_for_async(probes_decided, WAIT_S, "the probes' outcomes")
+        probes, events = await _probe(ledger, wallets)
         letters = await read_topic(settings, settings.dlq_topic)
     assert second.stop() == 0
     assert len(letters) == poison, f"{len(letters) - poison} poison message(s) dead-lettered again"
     assert sorted(ev.command_id for ev in events) == sorted(cmd.command_id for cmd in opens + probes)
 
 
-async def test_group_offsets_later_than_the_positions_record_win_as_an_earlier_release_left_them(stack):
+async def test_group_offsets_later_than_the_positions_record_win_as_an_earlier_release_left_them(namespace):
     """A worker of the release before the positions record committed through the group only: where the group's
     offsets are later than the record, the new owner goes on from them and does not decide those commands
     again."""
-    settings = prepare_topics(isolated_settings(stack, "positions-ahead"))
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    wallets = _wallet_per_partition(settings.partitions)
+    settings, admin, wallets = namespace
     first = WorkerProcess(settings, ["processor"], instance=0).start()
     async with Ledger(settings) as ledger:
-        opens = [c.OpenWallet(command_id=f"open-{w}", wallet_id=w, timestamp_ms=now_ms(), owner_id="o",
-                              currency="EUR") for w in wallets]
+        opens = _opens(wallets)
         await ledger.send(*opens)
 
         async def opened():
@@ -106,24 +127,12 @@ async def test_group_offsets_later_than_the_positions_record_win_as_an_earlier_r
         await wait_for_async(opened, WAIT_S, "the wallets opened")
         assert first.stop() == 0
         # Poison that the earlier release's worker "decided" (its offsets committed through the group only).
-        for wallet_id in wallets:
-            for _ in range(POISON_PER_PARTITION):
-                await ledger.send_raw(wallet_id.encode(), b"not an avro command")
-        group = f"{settings.app_id}-processor"
-        ahead = [TopicPartition(settings.commands_topic, p, 1 + POISON_PER_PARTITION)
-                 for p in range(settings.partitions)]
-        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, ahead)])[group].result()
+        await _send_poison(ledger, wallets)
+        _set_group_offsets(settings, admin, [TopicPartition(settings.commands_topic, p, 1 + POISON_PER_PARTITION)
+                                             for p in range(settings.partitions)])
 
         second = WorkerProcess(settings, ["processor"], instance=1).start()
-        probes = [c.Deposit(command_id=f"probe-{w}", wallet_id=w, timestamp_ms=now_ms(), amount_minor=100,
-                            currency="EUR") for w in wallets]
-        await ledger.send(*probes)
-
-        async def probes_decided():
-            events = await ledger.read_all(settings.events_topic)
-            return events if {p.command_id for p in probes} <= {ev.command_id for ev in events} else None
-
-        await wait_for_async(probes_decided, WAIT_S, "the probes' outcomes")
+        await _probe(ledger, wallets)
         letters = await read_topic(settings, settings.dlq_topic)
     assert second.stop() == 0
     assert letters == [], f"{len(letters)} command(s) before the group's offsets were decided again"
