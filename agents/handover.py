@@ -11,10 +11,10 @@ set. Neither callback sends a heartbeat while the assign callback runs, so both 
   partition is paused first (no fetch, no decision), then its transactional producer is started: that
   fences the previous owner and settles its open transaction. The catch-up of the new partitions' stores to
   the end of `wallet.events` runs as a task after the callback (agents/restore.py; optionally a store far
-  behind is first replayed in a child process, agents/restore_process.py); each partition is
-  resumed, from the input positions committed after the fence (agents/input_positions.py), once its store is
-there. Meanwhile heartbeats
-  go on, the other partitions keep deciding, and strong reads of it answer 421 (not caught up).
+  behind is first replayed in a child process, agents/restore_process.py); each partition is resumed, from
+  the input positions committed after the fence (agents/input_positions.py), once its store is there.
+  Meanwhile heartbeats go on, the other partitions keep deciding, and strong reads of it answer 421 (not
+  caught up).
 "Held in the generation just before" means the group generation now is the one this member last held its
 partitions in plus one: had the member been dropped, or a generation passed without it, another worker may
 have owned the partition (and fenced this member's producer) in between, so it is restored and fenced anew.

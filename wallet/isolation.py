@@ -118,7 +118,8 @@ def isolated_settings(base: Settings, name: str, *, folder: str = "tests", **ove
         http_port = free_port()
     fields: dict[str, object] = dict(
         app_id=namespace, commands_topic=f"{namespace}.commands", transfer_legs_topic=f"{namespace}.transfer-legs",
-        events_topic=f"{namespace}.events", processor_offsets_topic=f"{namespace}.processor-offsets", dlq_topic=f"{namespace}.commands.dlq", reply_topic=f"{namespace}.replies",
+        events_topic=f"{namespace}.events", processor_offsets_topic=f"{namespace}.processor-offsets",
+        dlq_topic=f"{namespace}.commands.dlq", reply_topic=f"{namespace}.replies",
         sink_dlq_topic=f"{namespace}.events.sink-dlq", state_dir=base.state_dir / folder / tag, http_port=http_port,
         worker_web_port=block, sinks_web_port=block + WORKER_SLOTS_MAX - 1, api_keys=API_KEYS)
     fields.update(overrides)
