@@ -3,8 +3,8 @@
 aiokafka's group protocol is eager: every rebalance revokes all of a member's partitions and assigns its new
 set. Neither callback sends a heartbeat while the assign callback runs, so both stay short:
 - **Revoke** finishes the batch in flight (the processor's lock), stops deciding until the assignment
-  arrives, and cancels a catch-up in progress (its store keeps what it wrote). Producers and stores stay
-  open.
+  arrives, cancels a catch-up in progress (its store keeps what it wrote), and flushes the group's offsets
+  (agents/input_positions.py). Producers and stores stay open.
 - **Assign** keeps what stays: a partition this member held in the generation just before keeps its
   producer and store and goes on at once from its own last committed offsets. Partitions no longer
   assigned stop their producer (their store stays open as a warm copy, agents/standby.py). Each new
