@@ -225,7 +225,8 @@ async def test_a_long_catch_up_leaves_the_kept_partitions_deciding_and_the_worke
 
 async def test_a_partition_that_moved_away_and_came_back_is_caught_up_before_it_decides(stack):
     settings = _settings(stack, "comeback")
-    wallets = [new_id("cb") for _ in range(24)]
+    # Wallets on every partition: a moved partition without one would have no events to catch up from.
+    wallets = [w for p in range(settings.partitions) for w in _wallets_on(p, 6, settings.partitions, "cb")]
     first = WorkerProcess(settings, ["processor"], instance=0).start()
     second = WorkerProcess(settings, ["processor"], instance=1)
     sent: list[c.CommandBase] = []
