@@ -26,6 +26,8 @@ from collections.abc import Callable, Coroutine
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.errors import AgentError
+
 log = logging.getLogger("wallet.processor")
 
 # Offsets read back from the end of a partition of the positions topic at first; each committed transaction
@@ -38,6 +40,14 @@ READ_BACK_FETCH_WAIT_MS = 200
 GROUP_OFFSETS_FLUSH_TIMEOUT_S = 5.0
 
 
+class PositionsRecordUnreadable(AgentError, ValueError):
+    """The last committed record of a partition of the positions topic is not `{"<topic>": <offset>, ...}`.
+
+    Operator action: a record written by hand (docs/OPERATIONS.md) is malformed; write a correct one for that
+    partition (key the partition number, value JSON of each input topic's next offset) and restart the worker.
+    """
+
+
 def position_key(partition: int) -> bytes:
     return str(partition).encode()
 
@@ -48,8 +58,15 @@ def encode_positions(positions: dict[TopicPartition, int]) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def decode_positions(raw: bytes, partition: int) -> dict[TopicPartition, int]:
-    return {TopicPartition(topic, partition): int(offset) for topic, offset in json.loads(raw).items()}
+def decode_positions(raw: bytes | None, partition: int) -> dict[TopicPartition, int]:
+    """The positions a record's value holds; PositionsRecordUnreadable for anything else."""
+    try:
+        positions = {TopicPartition(topic, partition): offset for topic, offset in json.loads(raw).items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise PositionsRecordUnreadable(f"positions record of partition {partition}: {raw!r:.200}") from exc
+    if not all(isinstance(tp.topic, str) and type(offset) is int and offset >= 0 for tp, offset in positions.items()):
+        raise PositionsRecordUnreadable(f"positions record of partition {partition}: {raw!r:.200}")
+    return positions
 
 
 async def read_positions(consumer: AIOKafkaConsumer, topic: str, partitions: set[int]) -> dict[TopicPartition, int]:

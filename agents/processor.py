@@ -293,12 +293,11 @@ class Processor(PartitionHandover):
                     await batches.submit()
                     await self._die_mid_batch(producer)
             positions = {}
-            if offsets:
+            if offsets and self._positions_in_transaction:
                 positions = {**{tp: offset for tp, offset in self.committed.items() if tp.partition == partition},
                              **offsets}
-                if self._positions_in_transaction:
-                    await batches.add(self.settings.processor_offsets_topic, partition, position_key(partition),
-                                      encode_positions(positions), [])
+                await batches.add(self.settings.processor_offsets_topic, partition, position_key(partition),
+                                  encode_positions(positions), [])
             await batches.submit()
             if offsets and not self._positions_in_transaction:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
@@ -312,7 +311,7 @@ class Processor(PartitionHandover):
                 store.changes.events_offset = offset + 1
         store.apply()
         self.committed.update(offsets)
-        if positions and self._positions_in_transaction:
+        if positions:
             self._group_offsets.note(positions)
 
     def _decide_one(self, store: PartitionStore, codec: CommandCodec, tp: TopicPartition, record, public: bool,

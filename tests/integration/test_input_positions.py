@@ -5,11 +5,14 @@ the transactions, for lag tools."""
 from __future__ import annotations
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as PositionKey  # what the positions record maps (confluent's differs)
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from agents.input_positions import READ_BACK_WINDOW_FIRST, encode_positions, position_key, read_positions
 from app.domain import commands as c
-from app.kafka import partition_for
+from app.kafka import consumer_options, partition_for, producer_options
 from tests.conftest import prepare_topics
 from tests.harness import Ledger, WorkerProcess, isolated_settings, new_id, now_ms, read_topic, wait_for_async
 
@@ -136,3 +139,28 @@ async def test_group_offsets_later_than_the_positions_record_win_as_an_earlier_r
         letters = await read_topic(settings, settings.dlq_topic)
     assert second.stop() == 0
     assert letters == [], f"{len(letters)} command(s) before the group's offsets were decided again"
+
+
+async def test_the_read_back_skips_a_long_run_of_aborted_positions_records(namespace):
+    """Only committed records count, however many aborted ones follow the last of them (a zombie's, or a
+    crashed owner's): the read-back widens its window until it finds one, and finds none in an empty partition."""
+    settings, _, _ = namespace
+    topic = settings.processor_offsets_topic
+    committed = {PositionKey(settings.commands_topic, 0): 7, PositionKey(settings.transfer_legs_topic, 0): 3}
+    producer = AIOKafkaProducer(**producer_options(settings, transactional_id=f"{settings.app_id}-read-back"))
+    await producer.start()
+    try:
+        for aborted in range(-1, READ_BACK_WINDOW_FIRST):  # each transaction takes two offsets: past the window
+            positions = committed if aborted < 0 else {PositionKey(settings.commands_topic, 0): 1000 + aborted}
+            await producer.begin_transaction()
+            await producer.send_and_wait(topic, encode_positions(positions), key=position_key(0), partition=0)
+            await (producer.commit_transaction() if aborted < 0 else producer.abort_transaction())
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(**consumer_options(settings, None))
+    await consumer.start()
+    try:
+        found = await read_positions(consumer, topic, {0, 1})
+    finally:
+        await consumer.stop()
+    assert found == committed

@@ -9,7 +9,6 @@ offsets reach the end of every partition).
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter, defaultdict
 
@@ -172,17 +171,16 @@ async def test_fuzzed_poison_goes_to_the_dlq_and_good_commands_all_apply(stack):
     # The group's offsets (for lag tools) are committed after each transaction, outside it: they follow.
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
+
+    async def group_at_the_end():
+        committed = await admin.list_consumer_group_offsets(f"{settings.app_id}-processor")
+        behind = [p for p, end in ends.items() if committed.get(TopicPartition(settings.commands_topic, p)) is None
+                  or committed[TopicPartition(settings.commands_topic, p)].offset < end]
+        return committed if not behind else None
+
     try:
-        deadline = asyncio.get_running_loop().time() + GROUP_OFFSETS_TIMEOUT_S
-        while True:
-            committed = await admin.list_consumer_group_offsets(f"{settings.app_id}-processor")
-            stalled = {p: (committed[tp].offset if tp in committed else None, end) for p, end in ends.items()
-                       if (tp := TopicPartition(settings.commands_topic, p)) not in committed
-                       or committed[tp].offset < end}
-            if not stalled or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.2)
+        await wait_for_async(group_at_the_end, GROUP_OFFSETS_TIMEOUT_S, "the group's offsets at the end of every "
+                             "commands partition (a partition stalled)", interval_s=0.2)
     finally:
         await admin.close()
-    assert not stalled, f"partitions stalled (committed, end): {stalled}"
     assert worker.stop() == 0
